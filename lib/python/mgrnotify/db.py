@@ -1,0 +1,228 @@
+"""BILLmanager's MySQL/MariaDB database through the ``mariadb``/``mysql`` command-line client.
+
+No driver is needed on the server: the client BILLmanager itself depends on is always there. The
+connection settings (``DBHost``, ``DBUser``, ``DBPassword``, ``DBName``, ``DBSocket``, ``DBPort`` of
+billmgr.conf) go into a temporary defaults file only the owner can read -- never onto the command
+line, where ``ps`` would show them. Statements go to the client on stdin; values are bound here
+(``?`` placeholders) as hexadecimal literals, so no value can change a statement's meaning.
+Results are read in the client's ``--xml`` form, where tabs, newlines, NULL and any text survive
+(one exception: the client writes a NUL byte inside a value as a space).
+"""
+
+import os
+import subprocess
+import tempfile
+
+from .errors import DatabaseError
+
+DEFAULT_TIMEOUT = 60           # seconds for one client call, connecting included
+CONNECT_TIMEOUT = 10
+CLIENTS = ("mariadb", "mysql")
+CLIENT_DIRS = ("/usr/bin", "/usr/local/bin", "/usr/local/mysql/bin")   # BILLmanager's PATH may be short
+
+_UNREACHABLE = {"2002", "2003", "2005", "2006", "2013"}
+_re = {}
+
+
+def _patterns():
+    """The few regular expressions of this module, compiled once on first use."""
+    if not _re:
+        import re
+        _re["token"] = re.compile(r"""'(?:[^'\\]|\\.|'')*'|"(?:[^"\\]|\\.|"")*"|`[^`]*`|--[^\n]*|#[^\n]*"""
+                                  r"""|/\*.*?\*/|\?""", re.S)
+        _re["resultset"] = re.compile(rb'<resultset statement="[^"]*"[^>]*?(?:/>|>(.*?)</resultset>)', re.S)
+        _re["row"] = re.compile(rb"<row>(.*?)</row>", re.S)
+        _re["field"] = re.compile(rb'<field name="([^"]*)"(?: xsi:nil="true" />|>(.*?)</field>)', re.S)
+        _re["entity"] = re.compile(r"&(lt|gt|amp|quot|apos|#[0-9]+|#x[0-9a-fA-F]+);")
+        _re["error"] = re.compile(r"ERROR (\d+) \(\w+\)(?: at line \d+)?: (.*)")
+    return _re
+
+
+def literal(value):
+    """A Python value as an SQL literal: strings as ``_utf8mb4 X'..'``, so any byte is inert."""
+    if value is None:
+        return "NULL"
+    if isinstance(value, bool):
+        return "1" if value else "0"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        return repr(value)
+    if isinstance(value, bytes):
+        return "X'%s'" % value.hex() if value else "''"
+    text = str(value)
+    return "_utf8mb4 X'%s'" % text.encode("utf-8", "replace").hex() if text else "''"
+
+
+def bind(sql, params=()):
+    """``sql`` with each ``?`` outside quotes and comments replaced by the next parameter's literal."""
+    params = list(params)
+    position = [0]
+
+    def substitute(match):
+        token = match.group(0)
+        if token != "?":
+            return token
+        if position[0] >= len(params):
+            raise ValueError("more ? placeholders than parameters in: %s" % sql)
+        position[0] += 1
+        return literal(params[position[0] - 1])
+
+    bound = _patterns()["token"].sub(substitute, sql)
+    if position[0] != len(params):
+        raise ValueError("%d parameters for %d placeholders in: %s" % (len(params), position[0], sql))
+    return bound
+
+
+def _unescape(text):
+    def entity(match):
+        name = match.group(1)
+        if name.startswith("#x"):
+            return chr(int(name[2:], 16))
+        if name.startswith("#"):
+            return chr(int(name[1:]))
+        return {"lt": "<", "gt": ">", "amp": "&", "quot": '"', "apos": "'"}[name]
+    return _patterns()["entity"].sub(entity, text) if "&" in text else text
+
+
+def parse_xml_results(output):
+    """The client's ``--xml`` output as a list of result sets, each a list of dict rows (None for NULL)."""
+    patterns = _patterns()
+    results = []
+    for resultset in patterns["resultset"].finditer(output):
+        rows = []
+        for row in patterns["row"].finditer(resultset.group(1) or b""):
+            record = {}
+            for field in patterns["field"].finditer(row.group(1)):
+                name = _unescape(field.group(1).decode("utf-8", "replace"))
+                value = field.group(2)
+                record[name] = None if value is None else _unescape(value.decode("utf-8", "replace"))
+            rows.append(record)
+        results.append(rows)
+    return results
+
+
+def _option(value):
+    """A value for an option file, quoted so that #, ;, quotes and spaces are kept."""
+    escaped = value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+    return '"%s"' % escaped
+
+
+def find_client():
+    """The path of the mariadb or mysql client, or DatabaseError saying what to install."""
+    import shutil
+    path = os.environ.get("PATH", "") + os.pathsep + os.pathsep.join(CLIENT_DIRS)
+    for name in CLIENTS:
+        found = shutil.which(name, path=path)
+        if found:
+            return found
+    raise DatabaseError("Neither the 'mariadb' nor the 'mysql' command-line client is installed; "
+                        "install mariadb-client (or mysql-client)")
+
+
+class Database:
+    """A connection to BILLmanager's database, one client process per call."""
+
+    def __init__(self, settings, timeout=DEFAULT_TIMEOUT):
+        """``settings``: billmgr.conf's DB keys (DBHost, DBUser, DBPassword, DBName, DBSocket, DBPort)."""
+        self.settings = settings
+        self.timeout = timeout
+        self.calls = 0
+        self._defaults = None
+        self._client = None
+
+    @classmethod
+    def from_config(cls, config):
+        """The database billmgr.conf names."""
+        keys = ("DBHost", "DBUser", "DBPassword", "DBName", "DBSocket", "DBPort")
+        return cls({key: config.get(key) for key in keys if config.get(key) is not None})
+
+    def describe(self):
+        """Where the database is, for messages: ``user 'u' at host (database 'd')``."""
+        where = self.settings.get("DBSocket") or self.settings.get("DBHost") or "localhost"
+        return "user '%s' at %s (database '%s')" % (
+            self.settings.get("DBUser", ""), where, self.settings.get("DBName", ""))
+
+    def _defaults_file(self):
+        if self._defaults is None:
+            lines = ["[client]", "default-character-set=utf8mb4", "connect-timeout=%d" % CONNECT_TIMEOUT]
+            for key, option in (("DBHost", "host"), ("DBUser", "user"), ("DBPassword", "password"),
+                                ("DBSocket", "socket"), ("DBPort", "port")):
+                if self.settings.get(key):
+                    lines.append("%s=%s" % (option, _option(self.settings[key])))
+            if self.settings.get("DBName"):
+                lines += ["[mysql]", "database=%s" % _option(self.settings["DBName"])]
+            fd, path = tempfile.mkstemp(prefix="mgrnotify-db-", suffix=".cnf")   # mode 0600
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                f.write("\n".join(lines) + "\n")
+            self._defaults = path
+        return self._defaults
+
+    def close(self):
+        """Remove the temporary defaults file."""
+        if self._defaults:
+            try:
+                os.unlink(self._defaults)
+            except OSError:
+                pass
+            self._defaults = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def __del__(self):
+        self.close()
+
+    def run_script(self, script):
+        """Run SQL text in one client call; return its raw ``--xml`` output."""
+        if self._client is None:
+            self._client = find_client()
+        args = [self._client, "--defaults-file=" + self._defaults_file(), "--xml", "--batch"]
+        self.calls += 1
+        try:
+            done = subprocess.run(args, input=script.encode("utf-8"), stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, timeout=self.timeout)
+        except subprocess.TimeoutExpired:
+            raise DatabaseError("The database (%s) did not answer within %d seconds"
+                                % (self.describe(), self.timeout))
+        except OSError as e:
+            raise DatabaseError("Cannot run the database client %s: %s" % (self._client, e))
+        if done.returncode != 0:
+            raise self._error(done.stderr.decode("utf-8", "replace").strip())
+        return done.stdout
+
+    def _error(self, stderr):
+        match = _patterns()["error"].search(stderr)
+        code, text = (match.group(1), match.group(2)) if match else ("", stderr or "no message")
+        if code == "1045":
+            return DatabaseError("The database refused the login of %s: check DBUser and DBPassword in "
+                                 "etc/billmgr.conf" % self.describe(), value=text)
+        if code in _UNREACHABLE:
+            return DatabaseError("Cannot reach the database server for %s: %s" % (self.describe(), text),
+                                 error_type="connect", value=text)
+        if code == "1049":
+            return DatabaseError("The database server has no database for %s: check DBName in etc/billmgr.conf"
+                                 % self.describe(), value=text)
+        return DatabaseError("The database rejected a statement (error %s): %s" % (code or "?", text), value=text)
+
+    def batch(self, statements, transaction=False):
+        """Run ``[(sql, params), ...]`` in one client call; the result sets of those that return rows.
+
+        With ``transaction``, all of them take effect or none does.
+        """
+        parts = [bind(sql, params) for sql, params in statements]
+        if transaction:
+            parts = ["START TRANSACTION"] + parts + ["COMMIT"]
+        return parse_xml_results(self.run_script(";\n".join(parts) + ";\n"))
+
+    def query(self, sql, params=()):
+        """The rows of one SELECT, as dicts of column name -> text (None for NULL)."""
+        results = self.batch([(sql, params)])
+        return results[0] if results else []
+
+    def execute(self, sql, params=()):
+        """Run one statement that returns no rows."""
+        self.batch([(sql, params)])

@@ -1,0 +1,93 @@
+"""The module log, ``var/<module>.log``, in the style of ISPsystem's own modules.
+
+One line per event: ``2026-11-26 10:00:00,123 [PID] gwepochta <colour>INFO text<reset>``. The level
+comes from ``etc/debug.conf``; every line passes through ``redact.redact`` first and its control
+characters are escaped, so neither a secret nor a forged line can reach the file. Deliberately not
+the ``logging`` package: importing it costs more start-up time than ``--command features`` may spend.
+"""
+
+import os
+import sys
+import time
+
+from . import redact
+
+CRITICAL, ERROR, WARNING, INFO, EXTINFO, DEBUG = 2, 3, 4, 5, 6, 9
+
+_STYLE = {
+    CRITICAL: ("CRITICAL", "\033[1;31m"),
+    ERROR: ("ERROR", "\033[1;31m"),
+    WARNING: ("WARNING", "\033[1;35m"),
+    INFO: ("INFO", "\033[1;32m"),
+    EXTINFO: ("EXTINFO", "\033[1;36m"),
+    DEBUG: ("DEBUG", "\033[1;33m"),
+}
+_RESET = "\033[0m"
+_CONTROL = {c: "\\x%02x" % c for c in range(32) if c != 9}
+_CONTROL.update({10: "\\n", 13: "\\r", 0x7F: "\\x7f"})
+
+
+class Log:
+    """The log of one module run; opened on the first line written."""
+
+    def __init__(self, name, path, level):
+        self.name = name
+        self.path = path
+        self.level = level
+
+    def enabled(self, level):
+        """True if a line at ``level`` would be written (to skip building costly debug text)."""
+        return level <= self.level
+
+    def write(self, level, text, *args):
+        """Write one line at ``level``; ``text % args`` when args are given."""
+        if level > self.level:
+            return
+        if args:
+            text = text % args
+        text = redact.redact(str(text)).translate(_CONTROL)
+        now = time.time()
+        stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(now))
+        label, colour = _STYLE.get(level, _STYLE[DEBUG])
+        line = "%s,%03d [%d] %s %s%s %s%s\n" % (
+            stamp, int(now * 1000) % 1000, os.getpid(), self.name, colour, label, text, _RESET)
+        try:
+            directory = os.path.dirname(self.path)
+            if directory and not os.path.isdir(directory):
+                os.makedirs(directory, exist_ok=True)
+            with open(self.path, "a", encoding="utf-8", errors="backslashreplace") as f:
+                f.write(line)
+        except OSError as e:
+            # A log that cannot be written must not stop a notification; say so once on stderr.
+            sys.stderr.write("%s: cannot write %s: %s\n" % (self.name, self.path, e))
+            self.level = 0
+
+    def debug(self, text, *args):
+        """Debug detail (level 9): documents in and out, protocol exchanges."""
+        self.write(DEBUG, text, *args)
+
+    def extinfo(self, text, *args):
+        """Extended information (level 6, the default)."""
+        self.write(EXTINFO, text, *args)
+
+    def info(self, text, *args):
+        """A request handled (level 5)."""
+        self.write(INFO, text, *args)
+
+    def warning(self, text, *args):
+        """Something went wrong but work goes on (level 4)."""
+        self.write(WARNING, text, *args)
+
+    def error(self, text, *args):
+        """A command failed (level 3)."""
+        self.write(ERROR, text, *args)
+
+    def exception(self, text, *args):
+        """An error with the current exception's traceback (the traceback goes to the log only)."""
+        import traceback
+        self.write(ERROR, (text % args if args else text) + "\n" + traceback.format_exc().rstrip())
+
+
+def open_log(config, name):
+    """The log of module ``name`` under ``config``'s root, at the level debug.conf sets."""
+    return Log(name, config.path("var", name + ".log"), config.log_level(name))

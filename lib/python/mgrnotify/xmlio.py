@@ -1,0 +1,99 @@
+"""XML in and out, the way BILLmanager exchanges it with modules.
+
+In: every document is parsed with ``defusedxml`` and DTDs refused outright, so entity bombs,
+external entities and DTD tricks end as an ``InputError``. Out: documents are written as text
+with escaping done here, and characters XML 1.0 forbids are dropped, because one stray control
+character in a notification makes the whole answer unreadable to BILLmanager.
+"""
+
+from .errors import InputError
+
+_XML_DECLARATION = '<?xml version="1.0" encoding="UTF-8"?>\n'
+_forbidden = []   # the compiled pattern, on first use (re is costly at start-up)
+
+
+def clean(text):
+    """``text`` without the characters XML 1.0 forbids (C0 controls but tab/CR/LF, U+FFFE/FFFF, surrogates)."""
+    if text.isprintable():
+        return text
+    if not _forbidden:
+        import re
+        _forbidden.append(re.compile("[^\t\n\r\u0020-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]"))
+    return _forbidden[0].sub("", text)
+
+
+def escape(text):
+    """Text content: cleaned and escaped."""
+    return clean(str(text)).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def escape_attr(text):
+    """An attribute value for double quotes: cleaned and escaped, CR/LF/tab kept as references."""
+    return (escape(text).replace('"', "&quot;").replace("\n", "&#10;")
+            .replace("\r", "&#13;").replace("\t", "&#9;"))
+
+
+def element(tag, text=None, attrs=None, children=()):
+    """One element as XML text; ``children`` are already-built element strings."""
+    attributes = "".join(' %s="%s"' % (k, escape_attr(v)) for k, v in (attrs or {}).items() if v is not None)
+    body = (escape(text) if text is not None else "") + "".join(children)
+    if not body:
+        return "<%s%s/>" % (tag, attributes)
+    return "<%s%s>%s</%s>" % (tag, attributes, body, tag)
+
+
+def document(*children):
+    """A whole ``<doc>`` output document with the XML declaration."""
+    return _XML_DECLARATION + element("doc", children=children) + "\n"
+
+
+def error_document(error):
+    """The error document for an ``MgrNotifyError``: type, object, value and the readable sentence."""
+    params = [element("param", error.value, {"name": "value"})] if error.value is not None else []
+    return document(element("error", attrs={"type": error.error_type, "object": error.object},
+                            children=params + [element("msg", error.message)]))
+
+
+def parse(data, what="the input"):
+    """Parse an untrusted document (bytes or str) into an ElementTree element; DTDs and entities refused."""
+    from xml.etree.ElementTree import ParseError
+    from defusedxml import DefusedXmlException
+    from defusedxml.ElementTree import fromstring
+    if not data or not data.strip():
+        raise InputError("%s is empty; an XML document was expected" % what.capitalize())
+    try:
+        return fromstring(data, forbid_dtd=True)
+    except DefusedXmlException as e:
+        raise InputError("%s was refused: it carries a DTD or entity declarations (%s), which are not "
+                         "accepted for safety" % (what.capitalize(), type(e).__name__), value=str(e))
+    except ParseError as e:
+        raise InputError("%s is not well-formed XML (%s); check that it is complete and UTF-8 encoded"
+                         % (what.capitalize(), e), value=str(e))
+
+
+def serialize(root):
+    """An ElementTree element back to text, with the declaration; forbidden characters dropped."""
+    from xml.etree.ElementTree import tostring
+    for node in root.iter():
+        if node.text:
+            node.text = clean(node.text)
+        if node.tail:
+            node.tail = clean(node.tail)
+        for key, value in node.attrib.items():
+            node.attrib[key] = clean(value)
+    return _XML_DECLARATION + tostring(root, encoding="unicode") + "\n"
+
+
+def text(root, path, default=""):
+    """The text at ``path`` under ``root`` (``''`` for an empty element), or ``default`` if absent."""
+    node = root.find(path)
+    if node is None:
+        return default
+    return node.text or ""
+
+
+def fields(node):
+    """The child elements of ``node`` as a dict name -> text (a row of a table, as BILLmanager sends it)."""
+    if node is None:
+        return {}
+    return {child.tag: child.text or "" for child in node if isinstance(child.tag, str)}
