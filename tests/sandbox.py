@@ -286,3 +286,28 @@ def notification_file(template, notice_xml, user, templatesubject=""):
         xmlio.element("tmpl", template), xmlio.element("notice_xml", notice_xml),
         xmlio.element("templatesubject", templatesubject), user_xml])
     return xmlio.document(notify)
+
+
+def gateway_request(params, message=None, user=None, project=None, gateway=None, **root):
+    """An ``outgoing``/``ingoing`` request as CONTRACT.md gives it: ``<gateway>`` with ``<xmlparams>``
+    (``params`` serialised to text), ``<message>``, ``<user>``, ``<project>`` and any extra root fields."""
+    xmlparams = xmlio.document(*[xmlio.element(k, v) for k, v in params.items()])
+    row = dict(gateway or {})
+    gateway_xml = xmlio.element("gateway", children=[xmlio.element(k, v) for k, v in row.items()]
+                                + [xmlio.element("xmlparams", xmlparams)])
+    children = [gateway_xml]
+    if message is not None:
+        children.append(xmlio.element("message", message))
+    for tag, fields in (("user", user), ("project", project)):
+        if fields is not None:
+            children.append(xmlio.element(tag, children=[xmlio.element(k, v) for k, v in fields.items()]))
+    children += [xmlio.element(k, v) for k, v in root.items()]
+    return xmlio.document(*children)
+
+
+def check_connection_request(params, form_fields=("login", "password")):
+    """A ``check_connection`` request: the settings form plus ``<xmlparams>`` holding the entered values."""
+    xmlparams = xmlio.document(*[xmlio.element(k, v) for k, v in params.items()])
+    form = xmlio.element("metadata", children=[xmlio.element("form", children=[
+        xmlio.element("field", attrs={"name": f}) for f in form_fields])])
+    return xmlio.document(form, xmlio.element("xmlparams", xmlparams))
