@@ -63,9 +63,11 @@ class Gateway(Module):
         return xmlio.serialize(self.formtune(form))
 
     def command_check_connection(self):
-        """The form back if ``check_connection`` raised nothing."""
+        """The form back (without the entered values, which hold secrets) if ``check_connection`` raised nothing."""
         root = self.read_input("the settings form")
         self.check_connection(Request(root, Settings.from_request(root, self.log.name)))
+        for params in root.findall("xmlparams"):
+            root.remove(params)
         return xmlio.serialize(root)
 
     def command_outgoing(self):
