@@ -7,11 +7,12 @@ line, where ``ps`` would show them. Statements go to the client on stdin; values
 (``?`` placeholders) as hexadecimal literals, so no value can change a statement's meaning.
 Results are read in the client's ``--xml`` form, where tabs, newlines, NULL and any text survive
 (one exception: the client writes a NUL byte inside a value as a space).
+
+subprocess, tempfile and re are imported where used: a module importing this one must still
+answer ``--command features`` without paying for them.
 """
 
 import os
-import subprocess
-import tempfile
 
 from .errors import DatabaseError
 
@@ -152,6 +153,7 @@ class Database:
                     lines.append("%s=%s" % (option, _option(self.settings[key])))
             if self.settings.get("DBName"):
                 lines += ["[mysql]", "database=%s" % _option(self.settings["DBName"])]
+            import tempfile
             fd, path = tempfile.mkstemp(prefix="mgrnotify-db-", suffix=".cnf")   # mode 0600
             with os.fdopen(fd, "w", encoding="utf-8") as f:
                 f.write("\n".join(lines) + "\n")
@@ -180,6 +182,7 @@ class Database:
         """Run SQL text in one client call; return its raw ``--xml`` output."""
         if self._client is None:
             self._client = find_client()
+        import subprocess
         args = [self._client, "--defaults-file=" + self._defaults_file(), "--xml", "--batch"]
         self.calls += 1
         try:
@@ -203,9 +206,9 @@ class Database:
         if code in _UNREACHABLE:
             return DatabaseError("Cannot reach the database server for %s: %s" % (self.describe(), text),
                                  error_type="connect", value=text)
-        if code == "1049":
-            return DatabaseError("The database server has no database for %s: check DBName in etc/billmgr.conf"
-                                 % self.describe(), value=text)
+        if code in ("1044", "1049"):
+            return DatabaseError("The database server has no database for %s, or the user may not use it: check "
+                                 "DBName in etc/billmgr.conf and the user's grants" % self.describe(), value=text)
         return DatabaseError("The database rejected a statement (error %s): %s" % (code or "?", text), value=text)
 
     def batch(self, statements, transaction=False):

@@ -4,8 +4,6 @@ Run as an argument list (no shell, so no value is ever interpreted); the answer 
 defused parser and an ``<error>`` in it becomes an ``MgrctlError`` with BILLmanager's own message.
 """
 
-import subprocess
-
 from . import xmlio
 from .errors import InputError, MgrctlError
 
@@ -21,6 +19,7 @@ def arguments(config, func, params):
 
 def call(config, func, timeout=DEFAULT_TIMEOUT, **params):
     """Call ``func`` with ``params``; return the parsed answer, or raise MgrctlError saying why not."""
+    import subprocess   # here, not at the top: importers must keep --command features light
     args = arguments(config, func, params)
     try:
         done = subprocess.run(args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,

@@ -31,7 +31,7 @@ class NotifyModule(Module):
     def command_getmessage(self):
         """Fetch incoming messages through ``--gate ID`` or ``--gate all``."""
         gate = self.options.get("gate", "")
-        if gate != "all" and not gate.isdigit():
+        if gate != "all" and not (gate and all(c in "0123456789" for c in gate)):
             raise errors.UsageError("getmessage needs --gate with a gateway id or 'all', not '%s'" % gate)
         self.getmessage(gate)
         return xmlio.document()

@@ -1,0 +1,309 @@
+"""The command-line protocol, run the way BILLmanager runs modules: subprocesses in a sandbox MGR5 root."""
+
+import json
+import os
+import re
+import subprocess
+
+import pytest
+
+import sandbox as sandboxlib
+from mgrnotify import errors, xmlio
+
+REPO = sandboxlib.REPO
+
+
+def repo_modules():
+    """Every module of the project, plus the library's own probes."""
+    found = ["tests/stand-ins/gwprobe", "tests/stand-ins/ntprobe"]
+    for folder in ("gate", "notify"):
+        found += sorted(folder + "/" + n for n in os.listdir(os.path.join(REPO, folder)))
+    return found
+
+
+def in_sandbox(sandbox, module):
+    """The module's path inside the sandbox (probes are linked in first)."""
+    if module.startswith("tests/stand-ins/"):
+        folder = "gate" if os.path.basename(module).startswith("gw") else "notify"
+        return sandbox.install(module, folder)
+    return module
+
+
+def error_of(done):
+    """The <error> element of a module's answer (which must be a well-formed document)."""
+    root = xmlio.parse(done.stdout)
+    assert root.tag == "doc"
+    node = root.find("error")
+    assert node is not None, done.stdout
+    assert xmlio.text(node, "msg"), "the error document must carry a readable sentence"
+    return node
+
+
+def assert_no_traceback(done):
+    for stream in (done.stdout, done.stderr):
+        assert b"Traceback" not in stream
+
+
+# --- features and dispatch ------------------------------------------------------------------------------
+
+def test_gateway_features(sandbox):
+    module = sandbox.install("gwprobe")
+    done = sandbox.run(module, "--command", "features")
+    assert done.returncode == 0
+    root = xmlio.parse(done.stdout)
+    assert [f.get("name") for f in root.findall("features/feature")] == [
+        "outgoing", "ingoing", "formtune", "check_connection"]
+    assert xmlio.text(root, "notify_module") == "ntprobe"
+
+
+def test_notify_features(sandbox):
+    module = sandbox.install("ntprobe", "notify")
+    done = sandbox.run(module, "--command", "features")
+    root = xmlio.parse(done.stdout)
+    assert [f.get("name") for f in root.findall("features/feature")] == ["html"]
+    assert xmlio.text(root, "contact_type") == "jabber"
+
+
+@pytest.mark.parametrize("args, status, words", [
+    (["--command", "nope"], errors.EXIT_USAGE, "has no command 'nope'; it answers: check_connection, features"),
+    ([], errors.EXIT_USAGE, "No command given"),
+    (["features"], errors.EXIT_USAGE, "Unexpected argument"),
+    (["--command"], errors.EXIT_USAGE, "needs a value"),
+    (["--command", "__init__"], errors.EXIT_USAGE, "has no command '__init__'"),
+    (["--command", "read_input"], errors.EXIT_USAGE, "has no command 'read_input'"),
+])
+def test_bad_command_lines(sandbox, args, status, words):
+    done = sandbox.run(sandbox.install("gwprobe"), *args)
+    assert done.returncode == status
+    assert words in xmlio.text(error_of(done), "msg")
+    assert_no_traceback(done)
+
+
+@pytest.mark.parametrize("gate, status", [("all", 0), ("12", 0), ("", 2), ("1; rm -rf /", 2), ("-1", 2), ("١٢", 2)])
+def test_getmessage_gate_argument(sandbox, gate, status):
+    done = sandbox.run(sandbox.install("ntprobe", "notify"), "--command", "getmessage", "--gate", gate)
+    assert done.returncode == status, done.stdout
+
+
+def test_a_command_the_gateway_lacks_is_refused(sandbox, tmp_path):
+    # gwepochta-like gateways without ingoing must not answer it; the probe has all four, so check the base class
+    from mgrnotify.gateway import Gateway
+
+    class OutOnly(Gateway):
+        def outgoing(self, request):
+            pass
+
+    module = OutOnly(None, None)
+    assert module.features() == ["outgoing"]
+    assert module.commands() == ["features", "outgoing"]
+
+
+# --- each gateway command ----------------------------------------------------------------------------------
+
+def test_formtune_returns_the_changed_form(sandbox):
+    done = sandbox.run(sandbox.install("gwprobe"), "--command", "formtune", input="<doc><field name='x'/></doc>")
+    assert done.returncode == 0
+    root = xmlio.parse(done.stdout)
+    assert [v.text for v in root.findall("slist[@name='ticket_format']/val")] == ["@id", "#id"]
+    assert root.find("field").get("name") == "x"
+
+
+@pytest.mark.parametrize("password, status", [("right", 0), ("wrong", errors.EXIT_FAILURE)])
+def test_check_connection(sandbox, password, status):
+    sandboxlib.remember_secret("wrong")
+    request = sandboxlib.check_connection_request({"login": "bob", "password": password})
+    done = sandbox.run(sandbox.install("gwprobe"), "--command", "check_connection", input=request)
+    assert done.returncode == status
+    if status:
+        node = error_of(done)
+        assert node.get("type") == "connect"
+        assert "refused the login for user 'bob'" in xmlio.text(node, "msg")
+    else:
+        root = xmlio.parse(done.stdout)
+        assert root.find("metadata/form") is not None
+        assert root.find("xmlparams") is None
+    assert password.encode() not in done.stdout
+
+
+def test_outgoing_uses_database_and_mgrctl(sandbox):
+    sandbox.add_gateway("gwprobe", "ntprobe", {"login": "a"})
+    request = sandboxlib.gateway_request({"login": "bob", "password": "pw-1234"}, "Привет <b>&", {"phone": "1"})
+    done = sandbox.run(sandbox.install("gwprobe"), "--command", "outgoing", input=request)
+    assert done.returncode == 0, done.stdout
+    assert xmlio.parse(done.stdout).tag == "doc" and len(xmlio.parse(done.stdout)) == 0
+    assert sandbox.mgrctl_calls() == [{"options": {"-m": "billmgr", "-o": "xml"}, "func": "probe.send",
+                                       "params": {"message": "Привет <b>&"}}]
+    assert "gateways: 1, message: Привет <b>&" in sandbox.logs()["gwprobe.log"]
+
+
+def test_mgrctl_error_becomes_an_error_document(sandbox):
+    sandbox.set_mgrctl_answer("probe.send", '<doc><error type="access"><msg>Access denied</msg></error></doc>')
+    request = sandboxlib.gateway_request({"password": "pw-1234"}, "x")
+    done = sandbox.run(sandbox.install("gwprobe"), "--command", "outgoing", input=request)
+    assert done.returncode == errors.EXIT_FAILURE
+    assert xmlio.text(error_of(done), "msg") == "BILLmanager refused probe.send: Access denied"
+
+
+def test_ingoing_messages(sandbox):
+    done = sandbox.run(sandbox.install("gwprobe"), "--command", "ingoing",
+                       input=sandboxlib.gateway_request({"login": "x"}))
+    root = xmlio.parse(done.stdout)
+    assert [(m.text, m.get("from")) for m in root.findall("messages/message")] == [
+        ("first", None), ("second", "alice@localhost")]
+
+
+def test_a_defect_is_an_internal_error_with_the_traceback_only_in_the_log(sandbox):
+    done = sandbox.run(sandbox.install("gwprobe"), "--command", "outgoing",
+                       input=sandboxlib.gateway_request({"password": "pw-1234"}, "raise"))
+    assert done.returncode == errors.EXIT_INTERNAL
+    node = error_of(done)
+    assert node.get("type") == "internal"
+    assert "internal error (RuntimeError); the traceback is in" in xmlio.text(node, "msg")
+    assert_no_traceback(done)
+    log_text = sandbox.logs()["gwprobe.log"]
+    assert "Traceback (most recent call last)" in log_text and "a defect, on purpose" in log_text
+
+
+def test_database_down_is_a_readable_error(sandbox):
+    with open(sandbox.path("etc", "billmgr.conf"), "a") as f:
+        f.write("DBSocket /nonexistent/socket\n")
+    module = sandbox.install("ntprobe", "notify")
+    done = sandbox.run(module, "--command", "process")
+    assert done.returncode == errors.EXIT_FAILURE
+    assert "Cannot reach the database server" in xmlio.text(error_of(done), "msg")
+
+
+def test_log_lines_have_billmanagers_shape(sandbox):
+    module = sandbox.install("ntprobe", "notify")
+    sandbox.run(module, "--command", "process")
+    lines = sandbox.logs()["ntprobe.log"].splitlines()
+    assert lines
+    for line in lines:
+        assert re.match(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} \[\d+\] ntprobe \x1b\[1;3\dm[A-Z]+ .*\x1b\[0m$", line)
+    assert any("INFO queued: 0" in line for line in lines)
+
+
+def test_root_from_environment(sandbox, tmp_path):
+    # the script lives in another tree (its library beside it); MGR5_ROOT decides config and log
+    other = tmp_path / "other"
+    (other / "notify").mkdir(parents=True)
+    os.symlink(os.path.join(REPO, "lib"), str(other / "lib"))
+    script = str(other / "notify" / "ntprobe")
+    os.symlink(os.path.join(REPO, "tests", "stand-ins", "ntprobe"), script)
+    command = [sandboxlib.MODULE_PYTHON, script] if sandboxlib.MODULE_PYTHON else [script]
+    env = dict(sandbox.env(), MGR5_ROOT=sandbox.root)
+    done = subprocess.run(command + ["--command", "process"], env=env, stdout=subprocess.PIPE, timeout=60)
+    assert done.returncode == 0
+    assert "queued: 0" in sandbox.logs()["ntprobe.log"]
+    assert not (other / "var").exists()
+
+
+# --- hostile stdin, every command of every gateway ----------------------------------------------------------
+
+HOSTILE_INPUTS = {
+    "billion laughs": b'<?xml version="1.0"?><!DOCTYPE lolz [<!ENTITY lol "lol">'
+                      + b"".join(b'<!ENTITY lol%d "%s">' % (i, (b"&lol%d;" % (i - 1) if i > 1 else b"&lol;") * 10)
+                                 for i in range(1, 10))
+                      + b']><doc><message>&lol9;</message></doc>',
+    "external entity": b'<?xml version="1.0"?><!DOCTYPE doc [<!ENTITY xxe SYSTEM "file:///etc/passwd">]>'
+                       b"<doc><message>&xxe;</message></doc>",
+    "parameter entity": b'<!DOCTYPE doc [<!ENTITY % p SYSTEM "file:///etc/passwd"> %p;]><doc/>',
+    "bare DTD": b'<!DOCTYPE doc SYSTEM "http://127.0.0.1:9/x.dtd"><doc/>',
+    "truncated": b"<doc><gateway><xmlparams>&lt;doc&gt;</xmlparams></gateway><message>hi",
+    "not UTF-8": b"<doc><message>\xff\xfe\xc3\x28 caf\xe9</message></doc>",
+    "empty": b"",
+    "whitespace": b"  \n\t ",
+    "not XML": b"login=bob&password=x",
+}
+
+
+def gateway_commands(sandbox, module):
+    done = sandbox.run(module, "--command", "features")
+    assert done.returncode == 0, (module, done.stdout)
+    return [f.get("name") for f in xmlio.parse(done.stdout).findall("features/feature")]
+
+
+@pytest.mark.parametrize("module", [m for m in repo_modules() if "/gw" in m])
+def test_hostile_stdin_gives_an_error_document(sandbox, module):
+    module = in_sandbox(sandbox, module)
+    commands = gateway_commands(sandbox, module)
+    assert commands
+    for command in commands:
+        for name, data in HOSTILE_INPUTS.items():
+            done = sandbox.run(module, "--command", command, input=data, timeout=60)
+            assert done.returncode == errors.EXIT_BAD_INPUT, (module, command, name, done.stdout)
+            node = error_of(done)
+            assert node.get("type") == "xml", (command, name)
+            assert b"root:" not in done.stdout and b"lollol" not in done.stdout
+            assert_no_traceback(done)
+
+
+@pytest.mark.parametrize("module", repo_modules())
+def test_features_ignores_stdin_and_answers(sandbox, module):
+    module = in_sandbox(sandbox, module)
+    for data in (b"", HOSTILE_INPUTS["billion laughs"], b"\xff" * 10000):
+        done = sandbox.run(module, "--command", "features", input=data)
+        assert done.returncode == 0
+        assert xmlio.parse(done.stdout).find("features") is not None
+
+
+# --- secrets ------------------------------------------------------------------------------------------------
+
+def test_password_at_debug_level_reaches_no_log_and_no_argument(sandbox):
+    password = "Pw-at-debug-9 \"<&>'"
+    sandboxlib.remember_secret(password)
+    module = sandbox.install("gwprobe")
+    sandbox.set_log_level(9)
+    request = sandboxlib.gateway_request({"login": "bob", "password": password}, "hello",
+                                         gateway={"name": "gw", "password": password})
+    done = sandbox.run(module, "--command", "outgoing", input=request)
+    assert done.returncode == 0, done.stdout
+    check = sandboxlib.check_connection_request({"login": "bob", "password": password})
+    assert sandbox.run(module, "--command", "check_connection", input=check).returncode == errors.EXIT_FAILURE
+    logs = sandbox.logs()
+    text = logs["gwprobe.log"]
+    assert "DEBUG input:" in text and "settings: password=***" in text, "debug lines must be written"
+    escaped = xmlio.escape(password)
+    for name, content in logs.items():
+        for form in (password, escaped, "Pw-at-debug-9"):
+            assert form not in content, (name, form)
+    argv_log = logs["child-argv.log"]
+    assert "mariadb" in argv_log or "mysql" in argv_log
+    assert sandbox.DB_PASSWORD not in argv_log and sandbox.db_user not in argv_log
+    assert password.encode() not in done.stdout + done.stderr
+
+
+# --- start-up cost of --command features --------------------------------------------------------------------
+
+HEAVY = ("lxml", "ssl", "http.client", "smtplib", "email", "urllib.request", "xml.etree.ElementTree", "re",
+         "logging", "subprocess", "json")
+
+WRAPPER = r"""
+import runpy, sys
+script = sys.argv[1]
+sys.argv = sys.argv[1:]
+try:
+    runpy.run_path(script, run_name="__main__")
+except SystemExit:
+    pass
+sys.stderr.write("MODULES " + " ".join(sorted(sys.modules)) + "\n")
+"""
+
+
+def loaded_modules(command, env, cwd):
+    done = subprocess.run(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, cwd=cwd, timeout=60)
+    line = [l for l in done.stderr.decode().splitlines() if l.startswith("MODULES ")][-1]
+    return set(line.split()[1:])
+
+
+@pytest.mark.parametrize("module", repo_modules())
+def test_features_loads_nothing_heavy(sandbox, module, tmp_path):
+    module = in_sandbox(sandbox, module)
+    python = sandboxlib.MODULE_PYTHON or "/usr/bin/python3"
+    env = sandbox.env()
+    empty = tmp_path / "empty"
+    empty.write_text("")
+    baseline = loaded_modules([python, "-c", WRAPPER, str(empty)], env, sandbox.root)   # what runpy itself loads
+    loaded = loaded_modules([python, "-c", WRAPPER, sandbox.path(module), "--command", "features"], env, sandbox.root)
+    heavy = sorted(m for m in loaded - baseline if m.split(".")[0] in HEAVY or m in HEAVY)
+    assert heavy == [], "%s --command features imports %s" % (module, ", ".join(heavy))
