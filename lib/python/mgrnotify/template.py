@@ -19,6 +19,8 @@ NODE_NAMES = ("node", "nodejs")   # Debian and Ubuntu before 2018 named the bina
 NODE_DIRS = ("/usr/bin", "/usr/local/bin")   # looked at when node is not on PATH (cron's PATH is short)
 NODE_MODULE_DIRS = ("/usr/share/nodejs", "/usr/lib/node_modules", "/usr/local/lib/node_modules")
 EJS_RUNNER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "ejs_render.js")
+EJS_EXIT_TEMPLATE_FAILED = 1   # exit statuses of ejs_render.js
+EJS_EXIT_NO_EJS = 3
 # The name ejs gives the template, in its messages and to resolve include() relative to the MGR5 root.
 EJS_FILENAME = "notification.ejs"
 
@@ -66,6 +68,7 @@ def _parse(text):
 
 
 def _is_stylesheet(root):
+    """True when ``root`` is xsl:stylesheet or xsl:transform (whatever the prefix)."""
     from lxml import etree
     if not isinstance(root.tag, str):
         return False
@@ -90,8 +93,9 @@ def _parse_notice(notice_xml_text):
 
 
 def _syntax_message(error):
-    """lxml's message for a syntax error, without the position it appends itself."""
-    return error.error_log[0].message if len(error.error_log) else error.msg
+    """lxml's message for a syntax error, without the ", line N, column M" it appends."""
+    import re
+    return re.sub(r", line \d+, column \d+$", "", error.msg)
 
 
 # ---- XSLT ----------------------------------------------------------------------------------------
@@ -100,7 +104,10 @@ def _render_xslt(stylesheet, notice_xml_text):
     """The parsed stylesheet applied to the notice, with the mgr: functions and no file or network access."""
     from lxml import etree
     _refuse_entities(stylesheet)
+    _refuse_imports(stylesheet)
     notice = _parse_notice(notice_xml_text)
+    # Some compile errors come with lxml's per-thread log, which still holds earlier transforms' errors.
+    etree.clear_error_log()
     try:
         transform = etree.XSLT(stylesheet, extensions=_mgr_extensions(),
                                access_control=etree.XSLTAccessControl.DENY_ALL)
@@ -121,6 +128,14 @@ def _refuse_entities(stylesheet):
         raise TemplateError("The XSLT template declares DTD entities (%s), which are not expanded for "
                             "safety; write character references instead, such as &#160; for &nbsp;"
                             % ", ".join("&%s;" % name for name in names))
+
+
+def _refuse_imports(stylesheet):
+    """xsl:import and xsl:include are refused: lxml's access control does not cover them (they load at compile)."""
+    for element in stylesheet.iter("{%s}import" % XSL_NAMESPACE, "{%s}include" % XSL_NAMESPACE):
+        raise TemplateError("The XSLT template uses xsl:%s at line %d (href \"%s\"), which is not allowed: "
+                            "a template must be self-contained, without file or network access"
+                            % (element.tag.split("}")[1], element.sourceline, element.get("href", "")))
 
 
 def _xslt_detail(error):
@@ -295,6 +310,7 @@ def _node_environment():
 
 
 def _render_ejs(template_text, notice_xml_text, config):
+    """The template rendered by node and ejs, the notice's data passed as JSON on stdin."""
     import json
     import subprocess
     from .xmljson import to_json
@@ -317,10 +333,10 @@ def _render_ejs(template_text, notice_xml_text, config):
     stderr = finished.stderr.decode("utf-8", "replace").strip()
     if finished.returncode == 0:
         return finished.stdout.decode("utf-8", "replace")
-    if finished.returncode == 3:
+    if finished.returncode == EJS_EXIT_NO_EJS:
         raise TemplateError("node cannot find the ejs package, which EJS templates need "
                             "(apt install node-ejs, or npm install -g ejs)", value=stderr)
-    if finished.returncode == 1:
+    if finished.returncode == EJS_EXIT_TEMPLATE_FAILED:
         raise TemplateError(_ejs_failure(stderr), value=stderr)
     raise TemplateError("The EJS renderer %s ended with status %d: %s"
                         % (runner, finished.returncode, stderr or "no message"), value=stderr)

@@ -1,0 +1,49 @@
+"""Timing helpers for the benchmarks: wall time of whole commands, interleaved with a baseline."""
+
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(REPO, "tests"))
+sys.path.insert(0, os.path.join(REPO, "lib", "python"))
+
+BASELINE = ["/usr/bin/python3", "-c", "pass"]
+
+
+def compile_library():
+    """Byte-compile the library for /usr/bin/python3, as the packages do on install.
+
+    Without it every run compiles the library from source (this machine sets PYTHONDONTWRITEBYTECODE),
+    which measures the compiler, not the modules.
+    """
+    subprocess.run(["/usr/bin/python3", "-m", "compileall", "-q", os.path.join(REPO, "lib", "python")], check=True)
+
+
+def wall(command, runs=40, input=b"", cwd=None, env=None):
+    """Median wall time in seconds of ``command`` over ``runs`` runs (after two warm-up runs)."""
+    times = []
+    for i in range(runs + 2):
+        start = time.perf_counter()
+        subprocess.run(command, input=input, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=cwd, env=env)
+        if i >= 2:
+            times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def compare(command, runs=40, input=b"", cwd=None, env=None):
+    """(median of command, median of the bare interpreter), measured interleaved in rounds."""
+    ours, base = [], []
+    for _ in range(4):
+        ours.append(wall(command, runs // 4, input, cwd, env))
+        base.append(wall(BASELINE, runs // 4))
+    return statistics.median(ours), statistics.median(base)
+
+
+def row(name, value, baseline, goal):
+    """One line of a benchmark table: figure, baseline, ratio, goal, met or not."""
+    ratio = value / baseline
+    return "| %s | %.1f ms | %.1f ms | %.2f× | ≤ %.1f× | %s |" % (
+        name, value * 1000, baseline * 1000, ratio, goal, "met" if ratio <= goal else "missed")

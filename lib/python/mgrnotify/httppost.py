@@ -1,0 +1,213 @@
+"""HTTP(S) POST to a web service, for the gateways that speak to one (ePochta, ...).
+
+Built on ``http.client``, which starts far faster than ``urllib.request``; both it and ``ssl`` are
+imported on first use only. One timeout bounds each step: connecting with the TLS handshake, and
+then the whole answer. Certificates are verified against the system's CA store unless the caller
+turns that off. Every failure becomes a ``PostError`` (a ``ConnectError``) whose sentence names the
+service, the address and what to check; the address is shown without any user:password part.
+"""
+
+import os
+import time
+
+from .errors import ConfigError, ConnectError
+
+FORM = "application/x-www-form-urlencoded"
+MAX_ANSWER_BYTES = 1024 * 1024   # far above any API answer; more means the url points at something else
+USER_AGENT = "mgrnotify"
+
+
+class PostError(ConnectError):
+    """No usable HTTP answer: the base of this module's errors."""
+
+
+class Unreachable(PostError):
+    """The host cannot be resolved, refused the connection, or the network failed."""
+
+
+class TLSFailure(PostError):
+    """The TLS handshake failed, or the certificate could not be verified."""
+
+
+class Timeout(PostError):
+    """No connection or no complete answer within the timeout; ``request_sent`` tells which."""
+
+    def __init__(self, message, request_sent, **kwargs):
+        super().__init__(message, **kwargs)
+        self.request_sent = request_sent
+
+
+class BadStatus(PostError):
+    """The service answered with an HTTP status other than 200; ``status`` holds it."""
+
+    def __init__(self, message, status, **kwargs):
+        super().__init__(message, **kwargs)
+        self.status = status
+
+
+class WebService:
+    """One HTTP(S) connection to a service, opened on the first ``post``; close it, or use ``with``."""
+
+    def __init__(self, url, timeout, verify_tls=True, service="the service", setting="url"):
+        from urllib.parse import urlsplit
+        parts = urlsplit(url.strip())
+        try:
+            port = parts.port
+        except ValueError:
+            port = -1
+        if parts.scheme not in ("http", "https") or not parts.hostname or port == -1:
+            raise ConfigError("The %s setting '%s' is not an http:// or https:// address" % (setting, url),
+                              obj=setting)
+        self.scheme, self.host = parts.scheme, parts.hostname
+        self.port = port or (443 if self.scheme == "https" else 80)
+        self.path = (parts.path or "/") + ("?" + parts.query if parts.query else "")
+        self.address = "%s://%s:%d%s" % (self.scheme, self.host, self.port, parts.path or "/")
+        self.timeout = timeout
+        self.verify_tls = verify_tls
+        self.service = service
+        self._connection = None
+
+    def post(self, fields, path=None):
+        """POST ``fields`` (name, value pairs) form-encoded to the URL (or ``path`` on its host); the answer's body."""
+        from urllib.parse import urlencode
+        body = urlencode(list(fields)).encode("ascii")
+        headers = {"Content-Type": FORM, "User-Agent": USER_AGENT, "Accept": "*/*"}
+        address = self.address if path is None else "%s://%s:%d%s" % (self.scheme, self.host, self.port, path)
+        connection = self._connect()
+        try:
+            connection.request("POST", path or self.path, body, headers)
+        except Exception as e:
+            self.close()
+            raise self._failure(e, address, request_sent=False)
+        try:
+            return self._answer(connection, address)
+        except Exception as e:
+            self.close()
+            if isinstance(e, PostError):
+                raise
+            raise self._failure(e, address, request_sent=True)
+
+    def _connect(self):
+        """The open connection, connecting (and shaking hands) first if there is none."""
+        if self._connection is not None:
+            return self._connection
+        import http.client
+        if self.scheme == "https":
+            connection = http.client.HTTPSConnection(self.host, self.port, timeout=self.timeout,
+                                                     context=tls_context(self.verify_tls))
+        else:
+            connection = http.client.HTTPConnection(self.host, self.port, timeout=self.timeout)
+        try:
+            connection.connect()
+        except Exception as e:
+            connection.close()
+            raise self._failure(e, self.address, request_sent=False)
+        self._connection = connection
+        return connection
+
+    def _answer(self, connection, address):
+        """Read the whole answer within one timeout; its body if the status is 200."""
+        deadline = time.monotonic() + self.timeout
+
+        sock = connection.sock   # getresponse() lets go of it when the server closes after answering
+
+        def remaining():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                import socket
+                raise socket.timeout("deadline")
+            sock.settimeout(left)
+
+        remaining()
+        response = connection.getresponse()
+        chunks, size = [], 0
+        while True:
+            remaining()
+            chunk = response.read(64 * 1024)
+            if not chunk:
+                break
+            size += len(chunk)
+            if size > MAX_ANSWER_BYTES:
+                raise PostError("%s at %s answered with more than %d bytes, which is no answer of its API; "
+                                "check the url setting" % (self.service, address, MAX_ANSWER_BYTES))
+            chunks.append(chunk)
+        if response.will_close:
+            self.close()
+        if response.status != 200:
+            raise BadStatus("%s answered HTTP %d %s at %s; the service may be down, or the url setting may be "
+                            "wrong" % (self.service, response.status, response.reason, address),
+                            response.status, value=str(response.status))
+        return b"".join(chunks)
+
+    def _failure(self, error, address, request_sent):
+        """The readable PostError for an exception of connecting, sending or reading."""
+        import socket
+        import ssl
+        import http.client
+        where = "%s at %s" % (self.service, address)
+        if isinstance(error, socket.timeout):
+            if request_sent:
+                return Timeout("%s accepted the request but did not answer within %s s" % (where, self.timeout),
+                               request_sent=True)
+            return Timeout("Cannot connect to %s within %s s; check the url setting and that this server can "
+                           "reach it (firewall, DNS, proxy)" % (where, self.timeout), request_sent=False)
+        if isinstance(error, ssl.CertificateError) or getattr(error, "reason", "") == "CERTIFICATE_VERIFY_FAILED":
+            reason = getattr(error, "verify_message", "") or str(error)
+            return TLSFailure("The TLS certificate of %s could not be verified (%s); check the url setting, or "
+                              "turn verify_tls off only if you trust the network to this host" % (where, reason))
+        if isinstance(error, ssl.SSLError):
+            return TLSFailure("The TLS handshake with %s failed (%s); check that the url really is https on "
+                              "that port" % (where, getattr(error, "reason", None) or error))
+        if isinstance(error, socket.gaierror):
+            return Unreachable("Cannot resolve the host name of %s (%s); check the url setting and this server's "
+                               "DNS" % (where, error.strerror or error))
+        if isinstance(error, ConnectionRefusedError):
+            return Unreachable("The connection to %s was refused; check the host and port in the url setting"
+                               % where)
+        if isinstance(error, http.client.RemoteDisconnected):
+            return Unreachable("%s closed the connection without answering; the service may be down, or the "
+                               "url setting may be wrong" % where)
+        if isinstance(error, http.client.HTTPException):
+            return PostError("%s did not answer in HTTP (%s); check the url setting (http or https, port)"
+                             % (where, type(error).__name__))
+        if isinstance(error, OSError):
+            return Unreachable("Cannot reach %s: %s; check the url setting and the network"
+                               % (where, error.strerror or error))
+        return error   # not a network failure: a defect, raised as it is
+
+    def close(self):
+        """Close the connection, if open."""
+        if self._connection is not None:
+            self._connection.close()
+            self._connection = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def tls_context(verify=True):
+    """A client TLS context: the system's CA store, hostname checked; no checks at all when ``verify`` is off."""
+    import ssl
+    if not verify:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+        return context
+    paths = ssl.get_default_verify_paths()
+    # Loading the CA bundle file costs ~20 ms on every run; a hashed CA folder (Debian's /etc/ssl/certs)
+    # is read lazily, one issuer at a time. RHEL's folder has no hashes: there the bundle is loaded.
+    if not os.environ.get(paths.openssl_cafile_env) and _hashed_ca_folder(paths.capath):
+        return ssl.create_default_context(capath=paths.capath)
+    return ssl.create_default_context()
+
+
+def _hashed_ca_folder(path):
+    """True if ``path`` is a CA folder with OpenSSL's hash links (``5ad8a5d6.0``)."""
+    try:
+        names = os.listdir(path) if path else ()
+    except OSError:
+        return False
+    return any(len(n) == 10 and n.endswith(".0") for n in names)
