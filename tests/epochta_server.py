@@ -4,8 +4,9 @@ It speaks the interface as PROTOCOLS.md describes it: a form POST whose field ``
 ``<SMS>`` document; the login checked; SEND answered with the number of messages accepted and
 BALANCE with status 0, or a negative status (-1 bad login, -2 malformed XML, -3 not enough credits,
 -4 no valid recipient, -7 sender rejected). API 3.0 (``/sms/3.0/<action>``) checks the md5 ``sum``.
-A test can make it misbehave (``behaviour``): answer a fixed status, HTTP 500, a non-XML page, or
-accept the request and never answer. Every request is recorded in ``requests``.
+A test can make it misbehave (``behaviour``): answer HTTP 500, a redirect, a non-XML page, or
+accept the request and never answer; or answer every XML request with one status (``forced_status``).
+Every request is recorded in ``requests``.
 """
 
 import hashlib
@@ -94,6 +95,11 @@ class Handler(BaseHTTPRequestHandler):
             return
         if behaviour == "http500":
             return self.answer(b"<html>Internal Server Error</html>", 500, "text/html")
+        if behaviour == "redirect":
+            self.send_response(301)
+            self.send_header("Location", "https://api.example.org/members/sms/xml.php")
+            self.send_header("Content-Length", "0")
+            return self.end_headers()
         if behaviour == "garbage":
             return self.answer(b"<html><body>Welcome to nginx!</body></html>", 200, "text/html")
         if self.path.startswith("/sms/3.0/"):
@@ -154,7 +160,7 @@ class EpochtaServer:
         self.accounts = {a.login: a for a in accounts}
         self.requests = []
         self.tls_errors = []
-        self.behaviour = None      # None, "hang", "http500", "garbage"
+        self.behaviour = None      # None, "hang", "http500", "redirect", "garbage"
         self.forced_status = None  # answer every XML request with this status
         self.release = threading.Event()
         context = None
@@ -231,7 +237,7 @@ class EpochtaServer:
         if cost > account.credits:
             return -3, {}
         account.credits -= cost
-        return len(valid), {"credits": "%.2f" % account.credits}
+        return len(valid), {"credits": "%.2f" % cost}
 
     def v3(self, action, form):
         """The JSON answer to one API 3.0 request."""

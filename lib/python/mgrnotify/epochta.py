@@ -19,7 +19,6 @@ Neither the password nor the private key is ever logged: the logged request carr
 
 import os
 import time
-from collections import namedtuple
 
 from . import httppost, xmlio
 from .errors import ConnectError, DeliveryError, MgrNotifyError
@@ -31,8 +30,24 @@ DEFAULT_TIMEOUT = 15
 SERVICE = "ePochta"
 MASK = "***"
 
-Answer = namedtuple("Answer", "status message_id credits amount currency")
-Answer.__doc__ = "What ePochta answered: status, the message's id (send), credits, amount and currency (as given)."
+
+
+class Answer:
+    """What ePochta answered: status, the message's id (send), credits, amount and currency, as it gave them."""
+
+    def __init__(self, status, message_id=None, credits=None, amount=None, currency=None):
+        self.status = status
+        self.message_id = message_id
+        self.credits = credits
+        self.amount = amount
+        self.currency = currency
+
+    def __str__(self):
+        """The figures ePochta gave, for the log: 'status 1, credits 0.24'."""
+        figures = [("status", self.status), ("credits", self.credits),
+                   ("amount", " ".join(str(v) for v in (self.amount, self.currency) if v is not None) or None)]
+        return ", ".join("%s %s" % (name, value) for name, value in figures if value is not None)
+
 
 # ePochta's negative statuses (PROTOCOLS.md) as sentences; {login}, {sender}, {numbers} are filled in.
 STATUS_MESSAGES = {
@@ -131,8 +146,8 @@ def parse_xml_answer(data, address):
     if status is None:
         raise AnswerError("ePochta at %s answered something other than its XML status (%s); check the url "
                           "setting" % (address, _excerpt(data)))
-    return Answer(status, None, xmlio.text(root, "credits", None), xmlio.text(root, "amount", None),
-                  xmlio.text(root, "currency", None))
+    return Answer(status, credits=xmlio.text(root, "credits", None), amount=xmlio.text(root, "amount", None),
+                  currency=xmlio.text(root, "currency", None))
 
 
 def signature(params, private_key):
@@ -166,11 +181,11 @@ class _Client:
         try:
             return self.web.post(fields, path)
         except httppost.Timeout as e:
-            if e.request_sent and message_id:
-                e.message += ("; the SMS may still have been sent: look for messageID %s in ePochta's statistics "
-                              "before sending it again" % message_id)
-                e.args = (e.message,)
-            raise
+            if not (e.request_sent and message_id):
+                raise
+            raise httppost.Timeout("%s; the SMS may still have been sent: look for messageID %s in ePochta's "
+                                   "statistics before sending it again" % (e.message, message_id),
+                                   request_sent=True) from None
 
     def close(self):
         """Close the connection."""
@@ -184,21 +199,23 @@ class _Client:
 
 
 class EpochtaXML(_Client):
-    """One connection to ePochta's XML interface, as user ``login``."""
+    """One connection to ePochta's XML interface (at ``XML_URL`` unless ``url`` is given), as user ``login``."""
 
-    def __init__(self, login, password, url=XML_URL, timeout=DEFAULT_TIMEOUT, verify_tls=True, log=None):
-        super().__init__(url, timeout, verify_tls, log)
+    def __init__(self, login, password, url=None, timeout=DEFAULT_TIMEOUT, verify_tls=True, log=None):
+        super().__init__(url or XML_URL, timeout, verify_tls, log)
         self.login = login
         self._password = password
 
-    def send(self, sender, text, phone, message_id):
-        """SEND ``text`` from ``sender`` to ``phone`` (digits only) as ``message_id``; the ``Answer``."""
+    def send(self, sender, text, phone, message_id=None):
+        """SEND ``text`` from ``sender`` to ``phone`` (digits only) as ``message_id`` (new if None); the ``Answer``."""
+        message_id = message_id or new_message_id()
         answer = self._request("SEND", send_body(sender, text, phone, message_id), message_id,
                                sender=sender, numbers=phone)
         if answer.status <= 0:
             raise Refused("ePochta accepted no message for '%s' (status %d); check the number and the ePochta "
                           "account" % (phone, answer.status), answer.status)
-        return answer._replace(message_id=message_id)
+        answer.message_id = message_id
+        return answer
 
     def balance(self):
         """BALANCE: the ``Answer`` with the account's credits."""
@@ -213,18 +230,18 @@ class EpochtaXML(_Client):
         self._log(9, "ePochta answered: %s", data.decode("utf-8", "replace"))
         answer = parse_xml_answer(data, self.web.address)
         if answer.status < 0:
-            fields = dict(context, login=self.login, operation=operation, status=answer.status)
+            values = {"sender": "", "numbers": "", "login": self.login, "operation": operation, "status": answer.status}
+            values.update(context)
             error = LoginRefused if answer.status == -1 else Refused
-            template = STATUS_MESSAGES.get(answer.status, OTHER_STATUS)
-            raise error(template.format(**dict({"sender": "", "numbers": ""}, **fields)), answer.status)
+            raise error(STATUS_MESSAGES.get(answer.status, OTHER_STATUS).format(**values), answer.status)
         return answer
 
 
 class EpochtaV3(_Client):
-    """One connection to ePochta's API 3.0, signing with the account's public and private key."""
+    """One connection to ePochta's API 3.0 (at ``V3_URL`` unless ``url`` is given), signing with the account's keys."""
 
-    def __init__(self, public_key, private_key, url=V3_URL, timeout=DEFAULT_TIMEOUT, verify_tls=True, log=None):
-        super().__init__(url, timeout, verify_tls, log)
+    def __init__(self, public_key, private_key, url=None, timeout=DEFAULT_TIMEOUT, verify_tls=True, log=None):
+        super().__init__(url or V3_URL, timeout, verify_tls, log)
         self.public_key = public_key
         self._private_key = private_key
 
@@ -233,12 +250,13 @@ class EpochtaV3(_Client):
         result = self.call("sendSMS", [("sender", sender), ("text", text), ("phone", phone),
                                        ("datetime", ""), ("sms_lifetime", "0")],
                            message_id=message_id, sender=sender, numbers=phone)
-        return Answer(1, str(result.get("id", message_id or "")), result.get("price"), None, result.get("currency"))
+        return Answer(1, str(result.get("id", message_id or "")), credits=result.get("price"),
+                      currency=result.get("currency"))
 
     def balance(self):
         """getUserBalance: the ``Answer`` with the amount and its currency."""
         result = self.call("getUserBalance", [])
-        return Answer(0, None, None, result.get("balance_currency"), result.get("currency"))
+        return Answer(0, amount=result.get("balance_currency"), currency=result.get("currency"))
 
     def call(self, action, params, message_id=None, **context):
         """Post ``action`` with ``params`` (name, value pairs), signed; the ``result`` object of the answer.
@@ -260,8 +278,8 @@ class EpochtaV3(_Client):
         if isinstance(answer, dict) and "error" in answer:
             code = str(answer.get("code", "")).strip()
             code = int(code) if code.lstrip("-").isdigit() else code
-            values = dict({"sender": "", "numbers": ""}, **context)
-            values.update(operation=action, error=answer.get("error"), code=code)
+            values = {"sender": "", "numbers": "", "operation": action, "error": answer.get("error"), "code": code}
+            values.update(context)
             raise Refused(V3_CODE_MESSAGES.get(code, OTHER_CODE).format(**values), code)
         if not isinstance(answer, dict) or not isinstance(answer.get("result"), dict):
             raise AnswerError("ePochta at %s answered something other than its JSON result (%s); check the url "

@@ -3,13 +3,20 @@
 A gateway subclasses ``Gateway``, names its ``notify_module`` and overrides what it supports:
 ``outgoing(request)``, ``ingoing(request)``, ``formtune(form)``, ``check_connection(request)``.
 ``--command features`` lists exactly the methods overridden, so the two can never disagree.
+A gateway that can send many messages over one session also overrides ``open_batch(request)``,
+which adds the ``outgoing_batch`` feature and command.
 """
 
+import sys
+
 from . import xmlio
+from .errors import MgrNotifyError
 from .runner import Module
 from .settings import Settings
 
 GATEWAY_COMMANDS = ("outgoing", "ingoing", "formtune", "check_connection")
+# Our own feature and command: many messages over one server session (see gatewaycall and README).
+BATCH = "outgoing_batch"
 
 
 class Request:
@@ -39,12 +46,15 @@ class Gateway(Module):
     def features(self):
         """Names of the standard commands this gateway overrides, then its extra features."""
         own = [c for c in GATEWAY_COMMANDS if getattr(type(self), c) is not getattr(Gateway, c)]
+        if type(self).open_batch is not Gateway.open_batch:
+            own.append(BATCH)
         return own + list(self.extra_features)
 
     def commands(self):
-        """Only the standard commands this gateway implements are answered."""
-        base = [c for c in super().commands() if c not in GATEWAY_COMMANDS]
-        return sorted(base + [c for c in self.features() if c in GATEWAY_COMMANDS])
+        """Only the standard commands (and the batch) this gateway implements are answered."""
+        optional = GATEWAY_COMMANDS + (BATCH,)
+        base = [c for c in super().commands() if c not in optional]
+        return sorted(base + [c for c in self.features() if c in optional])
 
     def read_request(self):
         """Stdin parsed, with the settings it carries."""
@@ -83,6 +93,44 @@ class Gateway(Module):
             messages.append(xmlio.element("message", text, attrs))
         return xmlio.document(xmlio.element("messages", children=messages))
 
+    def command_outgoing_batch(self):
+        """Send ``<messages><message id to><subject/><body/></message>...`` over one session, answering one
+        ``<result>`` line per message as it is done; a message that fails does not stop the others."""
+        request = self.read_request()
+        messages = request.root.findall("messages/message")
+        stream = ResultStream()
+        try:
+            session = self.open_batch(request)
+        except MgrNotifyError as e:
+            self.log.error("%s", e.message)
+            for message in messages:
+                stream.result(message.get("id"), e.message)
+            stream.close()
+            return None
+        try:
+            for message in messages:
+                stream.result(message.get("id"), self._send_one(session, message))
+        finally:
+            session.close()
+        stream.close()
+        return None
+
+    def _send_one(self, session, message):
+        try:
+            session.send(message.get("to", ""), xmlio.text(message, "subject"), xmlio.text(message, "body"))
+            return None
+        except MgrNotifyError as e:
+            self.log.error("Message %s to %s: %s", message.get("id"), message.get("to"), e.message)
+            return e.message
+        except Exception as e:   # a defect costs this message, not the batch
+            self.log.exception("Message %s: internal error", message.get("id"))
+            return "%s failed with an internal error (%s); the traceback is in %s" % (
+                self.log.name, type(e).__name__, self.log.path)
+
+    def open_batch(self, request):
+        """Open one session for many messages: an object with ``send(to, subject, body)`` and ``close()``."""
+        raise NotImplementedError
+
     def outgoing(self, request):
         """Send ``request``'s message; raise an MgrNotifyError subclass if it was not accepted."""
         raise NotImplementedError
@@ -98,3 +146,29 @@ class Gateway(Module):
     def check_connection(self, request):
         """Log in with the entered settings; raise an MgrNotifyError subclass saying why not."""
         raise NotImplementedError
+
+
+class ResultStream:
+    """The answer of a batch command, one ``<result>`` line per message written as soon as it is done.
+
+    The caller records each line before the next message goes out, so a crash anywhere loses no
+    record of a delivery. If the caller has gone (a broken pipe), writing raises and the batch stops.
+    """
+
+    def __init__(self, out=None):
+        self.out = out or sys.stdout.buffer
+        self._write('<?xml version="1.0" encoding="UTF-8"?>\n<doc><results>\n')
+
+    def _write(self, text):
+        self.out.write(text.encode("utf-8"))
+        self.out.flush()
+
+    def result(self, message_id, error=None):
+        """Report one message: delivered (no ``error``) or not, with the reason on the same line."""
+        attrs = {"id": message_id, "status": "error" if error else "ok"}
+        text = " ".join(str(error).split()) if error else None
+        self._write(xmlio.element("result", text, attrs) + "\n")
+
+    def close(self):
+        """End the document."""
+        self._write("</results></doc>\n")

@@ -61,7 +61,9 @@ class WebService:
         self.scheme, self.host = parts.scheme, parts.hostname
         self.port = port or (443 if self.scheme == "https" else 80)
         self.path = (parts.path or "/") + ("?" + parts.query if parts.query else "")
-        self.address = "%s://%s:%d%s" % (self.scheme, self.host, self.port, parts.path or "/")
+        host = "[%s]" % self.host if ":" in self.host else self.host
+        self.origin = "%s://%s%s" % (self.scheme, host, ":%d" % port if port else "")
+        self.address = self.origin + (parts.path or "/")   # for messages: no user:password, no query
         self.timeout = timeout
         self.verify_tls = verify_tls
         self.service = service
@@ -72,7 +74,7 @@ class WebService:
         from urllib.parse import urlencode
         body = urlencode(list(fields)).encode("ascii")
         headers = {"Content-Type": FORM, "User-Agent": USER_AGENT, "Accept": "*/*"}
-        address = self.address if path is None else "%s://%s:%d%s" % (self.scheme, self.host, self.port, path)
+        address = self.address if path is None else self.origin + path
         connection = self._connect()
         try:
             connection.request("POST", path or self.path, body, headers)
@@ -121,7 +123,7 @@ class WebService:
         remaining()
         response = connection.getresponse()
         chunks, size = [], 0
-        while True:
+        while not response.isclosed():   # it closes itself once the whole body is read
             remaining()
             chunk = response.read(64 * 1024)
             if not chunk:
@@ -134,8 +136,11 @@ class WebService:
         if response.will_close:
             self.close()
         if response.status != 200:
-            raise BadStatus("%s answered HTTP %d %s at %s; the service may be down, or the url setting may be "
-                            "wrong" % (self.service, response.status, response.reason, address),
+            location = response.getheader("Location") if 300 <= response.status < 400 else None
+            advice = ("it redirects to %s: put that address in the url setting" % location if location else
+                      "the service may be down, or the url setting may be wrong")
+            raise BadStatus("%s answered HTTP %d %s at %s; %s" % (self.service, response.status, response.reason,
+                                                                  address, advice),
                             response.status, value=str(response.status))
         return b"".join(chunks)
 
@@ -152,7 +157,8 @@ class WebService:
             return Timeout("Cannot connect to %s within %s s; check the url setting and that this server can "
                            "reach it (firewall, DNS, proxy)" % (where, self.timeout), request_sent=False)
         if isinstance(error, ssl.CertificateError) or getattr(error, "reason", "") == "CERTIFICATE_VERIFY_FAILED":
-            reason = getattr(error, "verify_message", "") or str(error)
+            reason = getattr(error, "verify_message", "") or (  # Python 3.6 has no verify_message
+                "certificate verify failed" if isinstance(error, ssl.SSLError) else str(error))
             return TLSFailure("The TLS certificate of %s could not be verified (%s); check the url setting, or "
                               "turn verify_tls off only if you trust the network to this host" % (where, reason))
         if isinstance(error, ssl.SSLError):

@@ -1,11 +1,17 @@
 """Base class of notification-type modules (``notify/ntX``): ISPsystem's notify-module API in Python.
 
-A notification type subclasses ``NotifyModule``, names its ``contact_type`` (the ``user`` column
-holding the address) and its ``notify_features``, and implements ``process()`` and
-``getmessage(gate)``.
+A notification type subclasses ``NotifyModule`` and declares its ``contact_type`` (the ``user`` column
+holding the address) and ``notify_features``; the base does the rest, for every type alike:
+
+- ``process``: the queue (``queue.TaskQueue``) in batches; each ``<notify>`` of a file rendered
+  (``template``), macros replaced, sent through the active outgoing gateway of the notice's provider
+  -- all messages of a batch for one gateway in one call when the gateway advertises
+  ``outgoing_batch`` (one server session), else one ``outgoing`` call per message.
+- ``getmessage --gate ID|all``: each active ingoing gateway's ``ingoing``; every message filed into
+  its ticket (``tickets.TicketDesk``), the sender answered through the same gateway otherwise.
 """
 
-from . import errors, xmlio
+from . import errors, gatewaycall, xmlio
 from .runner import Module
 
 
@@ -36,10 +42,174 @@ class NotifyModule(Module):
         self.getmessage(gate)
         return xmlio.document()
 
+    def normalize_contact(self, address):
+        """A sender's address as the user column stores it (Jabber drops the resource, for one)."""
+        return address.strip()
+
+    def _database(self):
+        from .db import Database
+        return Database.from_config(self.config)
+
+    # --- process -----------------------------------------------------------------------------------------
+
     def process(self):
-        """Send the queued notifications of this type."""
-        raise NotImplementedError
+        """Send the queued notifications of this type, batch after batch."""
+        from .queue import TaskQueue
+        with self._database() as db:
+            queue = TaskQueue(self.config, db, self.log.name, self.log)
+            if not queue.lock():
+                self.log.info("Another process run of %s is working on the queue; this one leaves", self.log.name)
+                return
+            delivered, failed = queue.commit()   # what a killed run left in the journal
+            if delivered or failed:
+                self.log.info("Applied an interrupted run's journal: %d delivered, %d failed", delivered, failed)
+            forced_only = self.config.do_nothing()
+            if forced_only:
+                self.log.info("etc/billmgr.DoNothing exists: only tasks with forcedonothing are sent")
+            sender = _Sender(self, queue, gatewaycall.load(db, self.log.name))
+            seen = set()
+            try:
+                while True:
+                    tasks = queue.take(seen, forced_only)
+                    if not tasks:
+                        break
+                    seen.update(task["id"] for task in tasks)
+                    sender.send(tasks)
+                    done, failed = queue.commit()
+                    self.log.info("Batch of %d tasks: %d delivered, %d failed", len(tasks), done, failed)
+            finally:
+                sender.ejs.close()
+
+    # --- getmessage --------------------------------------------------------------------------------------
 
     def getmessage(self, gate):
-        """Fetch and act on incoming messages of gateway ``gate`` (an id, or ``all``)."""
-        raise NotImplementedError
+        """Fetch and file the incoming messages of gateway ``gate`` (an id, or ``all``)."""
+        from .settings import Settings
+        from .tickets import TicketDesk
+        with self._database() as db:
+            gateways = [g for g in gatewaycall.load(db, self.log.name)
+                        if g.active and g.type == gatewaycall.INGOING and gate in ("all", g.id)]
+            if gate != "all" and not gateways:
+                raise errors.ConfigError("There is no active ingoing gateway %s of %s" % (gate, self.log.name),
+                                         obj=gate)
+            desk = TicketDesk(self.config, db, self.log, self.contact_type)
+            failures = []
+            for gateway in gateways:
+                module = gatewaycall.GatewayModule(self.config, gateway.module, self.log)
+                try:
+                    messages = module.ingoing(gateway)
+                except errors.MgrNotifyError as e:
+                    self.log.error("%s: %s", gateway.describe(), e.message)
+                    failures.append(e.message)
+                    continue
+                settings = Settings(_xmlparams(gateway))
+                for text, attrs in messages:
+                    contact = self.normalize_contact(attrs.get("from", ""))
+                    reply = desk.file(contact, text, settings.get("ticket_format"))
+                    if reply and contact:
+                        self._reply(module, gateway, contact, reply)
+            if failures and gate != "all":
+                raise errors.DeliveryError(failures[0], obj=gate)
+
+    def _reply(self, module, gateway, contact, text):
+        reason = module.outgoing(gateway, [xmlio.element("message", text), xmlio.element(self.contact_type, contact)])
+        if reason:
+            self.log.warning("Reply to %s not sent: %s", contact, reason)
+
+
+def _xmlparams(gateway):
+    text = gateway.row.get("xmlparams") or ""
+    return xmlio.fields(xmlio.parse(text, "the settings of " + gateway.describe())) if text.strip() else {}
+
+
+class _Sender:
+    """Turns one batch of tasks into messages and sends them, journalling each outcome."""
+
+    def __init__(self, module, queue, gateways):
+        self.module = module
+        self.queue = queue
+        self.gateways = gateways
+        self.log = module.log
+        self.gateway_modules = {}
+        from .template import EjsSession
+        self.ejs = EjsSession(module.config)   # one node process for the whole run
+
+    def send(self, tasks):
+        """Render every notice of ``tasks`` and send them, grouped by gateway."""
+        from . import notification
+        outbox = {}   # gateway id -> (gateway, [(message id, task, index, total, notice, text)])
+        for task in tasks:
+            try:
+                notices = notification.read(self.queue.path_of(task["filename"]))
+            except errors.MgrNotifyError as e:
+                self.queue.record(task, None, 0, e.message)
+                continue
+            for notice in notices:
+                self._prepare(task, notice, len(notices), outbox)
+        for gateway, messages in outbox.values():
+            self._deliver(gateway, messages)
+
+    def _prepare(self, task, notice, total, outbox):
+        from .macros import replace_macros
+        from .template import render
+        contact = (notice.user.get(self.module.contact_type) or "").strip()
+        if not contact:
+            self.log.info("Task %s: user %s has no %s; nothing to send", task["id"], notice.user.get("name", "?"),
+                          self.module.contact_type)
+            self.queue.record(task, notice.index, total)
+            return
+        try:
+            text = replace_macros(render(notice.template, notice.notice_xml, self.module.config, self.ejs),
+                                  notice.user, notice.project).strip()
+        except errors.MgrNotifyError as e:
+            self.queue.record(task, notice.index, total, e.message)
+            return
+        except Exception as e:   # a defect must not stop the batch
+            self.log.exception("Task %s: rendering failed", task["id"])
+            self.queue.record(task, notice.index, total, "Internal error while rendering: %s" % e)
+            return
+        if not text:
+            self.log.info("Task %s: the rendered text is empty; nothing to send", task["id"])
+            self.queue.record(task, notice.index, total)
+            return
+        gateway = gatewaycall.outgoing_for(self.gateways, notice.project_id)
+        if gateway is None:
+            self.queue.record(task, notice.index, total, "No active outgoing gateway of %s for provider %s"
+                              % (self.log.name, notice.project_id or "(none named)"))
+            return
+        subject = replace_macros(notice.subject, notice.user, notice.project)
+        message_id = "%s.%d" % (task["id"], notice.index)
+        outbox.setdefault(gateway.id, (gateway, []))[1].append(
+            (message_id, task, notice.index, total, notice, contact, subject, text))
+
+    def _deliver(self, gateway, messages):
+        module = self.gateway_modules.get(gateway.module)
+        if module is None:
+            module = self.gateway_modules[gateway.module] = gatewaycall.GatewayModule(
+                self.module.config, gateway.module, self.log)
+        by_id = {m[0]: m for m in messages}
+
+        def record(message_id, reason):
+            _, task, index, total = by_id[message_id][:4]
+            self.queue.record(task, index, total, reason)
+            if reason:
+                self.log.warning("Task %s: %s", task["id"], reason)
+
+        try:
+            batch = gatewaycall.BATCH_FEATURE in module.features()
+        except errors.MgrNotifyError as e:
+            for message_id in by_id:
+                record(message_id, e.message)
+            return
+        if batch:
+            items = [(m[0], xmlio.element("message", attrs={"id": m[0], "to": m[5]}, children=[
+                xmlio.element("subject", m[6]), xmlio.element("body", m[7])])) for m in messages]
+            for message_id, reason in module.outgoing_batch(gateway, items, record).items():
+                record(message_id, reason)
+            return
+        for message_id, task, index, total, notice, contact, subject, text in messages:
+            children = [xmlio.element("message", text), xmlio.element("subject", subject),
+                        xmlio.element(self.module.contact_type, contact),
+                        xmlio.element("user", children=[xmlio.element(k, v) for k, v in notice.user.items()]),
+                        xmlio.element("project", children=[xmlio.element(k, v) for k, v in notice.project.items()])]
+            record(message_id, module.outgoing(gateway, children))

@@ -63,7 +63,7 @@ class Module:
         return xmlio.parse(data, what)
 
     def dispatch(self, command):
-        """Run one command and return its output document."""
+        """Run one command and return its output document (None if the command wrote it itself)."""
         if command not in self.commands():
             raise errors.UsageError("%s has no command '%s'; it answers: %s"
                                     % (self.log.name, command, ", ".join(self.commands())), obj=command)
@@ -102,7 +102,8 @@ class Module:
         if log.enabled(9):
             log.debug("output: %s", output)
         try:
-            sys.stdout.buffer.write(output.encode("utf-8"))
+            if output:   # commands that stream their answer have written it already
+                sys.stdout.buffer.write(output.encode("utf-8"))
             sys.stdout.flush()
         except OSError as e:
             log.error("Cannot write the answer to stdout: %s", e)

@@ -6,8 +6,6 @@ part when split, the extension characters taking two) unless one character is ou
 which makes the whole text UCS-2 (70 in one, 67 per part, counted in UTF-16 units).
 """
 
-from collections import namedtuple
-
 from .errors import DeliveryError
 
 # GSM 03.38: the basic character set (without the escape character) and the extension table
@@ -25,8 +23,14 @@ UCS2_LIMITS = (70, 67)
 PHONE_SEPARATORS = "+()-."
 DIGITS = frozenset("0123456789")
 
-Length = namedtuple("Length", "encoding units parts")
-Length.__doc__ = "How an SMS text is billed: encoding ('GSM-7' or 'UCS-2'), units (septets or UTF-16 units), parts."
+
+class Length:
+    """How an SMS text is billed: encoding ('GSM-7' or 'UCS-2'), units (septets or UTF-16 units), parts."""
+
+    def __init__(self, encoding, units, parts):
+        self.encoding = encoding
+        self.units = units
+        self.parts = parts
 
 
 class InvalidPhone(DeliveryError):

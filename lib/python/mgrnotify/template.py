@@ -39,9 +39,10 @@ def is_xslt(template_text):
         return False
 
 
-def render(template_text, notice_xml_text, config):
+def render(template_text, notice_xml_text, config, ejs=None):
     """The template (XSLT or EJS) rendered against the notice XML document, as text.
 
+    ``ejs``: an ``EjsSession`` to render EJS in, when many templates are rendered in one run.
     A template that names the XSLT namespace but is not well-formed XML is a broken XSLT
     rather than EJS [ours], so a stylesheet's source never goes out as the message.
     """
@@ -54,6 +55,8 @@ def render(template_text, notice_xml_text, config):
                                 % (e.lineno, _syntax_message(e)), value=str(e))
         if _is_stylesheet(root):
             return _render_xslt(root, notice_xml_text)
+    if ejs is not None and ejs.usable():
+        return ejs.render(template_text, notice_xml_text)
     return _render_ejs(template_text, notice_xml_text, config)
 
 
@@ -309,16 +312,95 @@ def _node_environment():
     return env
 
 
+def _require_node():
+    node = _find_node()
+    if node is None:
+        raise TemplateError("node is not installed; EJS templates need node and the ejs package "
+                            "(apt install nodejs node-ejs, or npm install -g ejs)")
+    return node
+
+
+def _timed_out():
+    return TemplateError("The EJS template did not finish within %d seconds; look for an endless loop" % EJS_TIMEOUT)
+
+
+def _no_ejs(stderr):
+    return TemplateError("node cannot find the ejs package, which EJS templates need "
+                         "(apt install node-ejs, or npm install -g ejs)", value=stderr)
+
+
+class EjsSession:
+    """One node process rendering many EJS templates, one JSON job per line (``ejs_render.js --lines``).
+
+    Starting node costs tens of milliseconds; a queue run renders hundreds of templates. Only our own
+    runner speaks this protocol: with BILLmanager's ``template_ejs.js`` installed, each template gets
+    its own node process as usual.
+    """
+
+    def __init__(self, config):
+        self.config = config
+        self.process = None
+
+    def usable(self):
+        """True when our runner is the one in use."""
+        return _ejs_runner(self.config) == EJS_RUNNER
+
+    def _start(self):
+        import subprocess
+        try:
+            self.process = subprocess.Popen([_require_node(), EJS_RUNNER, "--lines"], stdin=subprocess.PIPE,
+                                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                                            env=_node_environment())
+        except OSError as e:
+            raise TemplateError("node could not be started: %s" % (e.strerror or e))
+
+    def render(self, template_text, notice_xml_text):
+        """The template rendered against the notice, as ``render`` does it."""
+        import json
+        import select
+        from .xmljson import to_json
+        data = to_json(_parse_notice(notice_xml_text))
+        if self.process is None or self.process.poll() is not None:
+            self._start()
+        job = json.dumps({"template": template_text, "data": data, "filename": self.config.path(EJS_FILENAME)})
+        try:
+            self.process.stdin.write(job.encode("utf-8") + b"\n")
+            self.process.stdin.flush()
+            ready, _, _ = select.select([self.process.stdout], [], [], EJS_TIMEOUT)
+            line = self.process.stdout.readline() if ready else None
+        except OSError as e:
+            self.close()
+            raise TemplateError("The EJS renderer stopped: %s" % (e.strerror or e))
+        if line is None:
+            self.close()
+            raise _timed_out()
+        if not line:
+            self.close()
+            raise TemplateError("The EJS renderer (node) stopped unexpectedly")
+        answer = json.loads(line.decode("utf-8"))
+        if "text" in answer:
+            return answer["text"]
+        if answer.get("status") == EJS_EXIT_NO_EJS:
+            raise _no_ejs(answer.get("error", ""))
+        raise TemplateError(_ejs_failure(answer.get("error", "")), value=answer.get("error"))
+
+    def close(self):
+        """Stop the node process."""
+        if self.process is not None:
+            self.process.kill()
+            self.process.wait()
+            for pipe in (self.process.stdin, self.process.stdout):
+                pipe.close()
+            self.process = None
+
+
 def _render_ejs(template_text, notice_xml_text, config):
     """The template rendered by node and ejs, the notice's data passed as JSON on stdin."""
     import json
     import subprocess
     from .xmljson import to_json
     data = to_json(_parse_notice(notice_xml_text))
-    node = _find_node()
-    if node is None:
-        raise TemplateError("node is not installed; EJS templates need node and the ejs package "
-                            "(apt install nodejs node-ejs, or npm install -g ejs)")
+    node = _require_node()
     runner = _ejs_runner(config)
     job = json.dumps({"template": template_text, "data": data, "filename": config.path(EJS_FILENAME)})
     try:
@@ -326,16 +408,14 @@ def _render_ejs(template_text, notice_xml_text, config):
                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                   timeout=EJS_TIMEOUT, env=_node_environment())
     except subprocess.TimeoutExpired:
-        raise TemplateError("The EJS template did not finish within %d seconds; look for an endless loop"
-                            % EJS_TIMEOUT)
+        raise _timed_out()
     except OSError as e:
         raise TemplateError("node (%s) could not be started: %s" % (node, e.strerror or e))
     stderr = finished.stderr.decode("utf-8", "replace").strip()
     if finished.returncode == 0:
         return finished.stdout.decode("utf-8", "replace")
     if finished.returncode == EJS_EXIT_NO_EJS:
-        raise TemplateError("node cannot find the ejs package, which EJS templates need "
-                            "(apt install node-ejs, or npm install -g ejs)", value=stderr)
+        raise _no_ejs(stderr)
     if finished.returncode == EJS_EXIT_TEMPLATE_FAILED:
         raise TemplateError(_ejs_failure(stderr), value=stderr)
     raise TemplateError("The EJS renderer %s ended with status %d: %s"

@@ -1,0 +1,53 @@
+"""Wall time of one ``gate/gwepochta --command outgoing`` against the local ePochta stand-in, as a ratio
+to a bare ``python3 -c pass``. Run as BILLmanager runs it: a new process per SMS, the request on stdin.
+
+Goal (issue 3): at most 2.5×. Rows: plain HTTP; HTTPS without verification (the TLS handshake);
+``--command features`` for the start-up share. Prints figures, asserts nothing.
+"""
+
+import os
+import sys
+import tempfile
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import timing  # noqa: E402  (puts tests/ and lib/python on sys.path)
+
+import sandbox as sandboxlib  # noqa: E402
+from epochta_server import Account, EpochtaServer  # noqa: E402
+
+GOAL = 2.5
+RUNS = 40
+LOGIN, PASSWORD = "bench", "bench-password"
+
+
+def main():
+    timing.compile_library()
+    with tempfile.TemporaryDirectory() as root:
+        # a minimal MGR5 root, so the runs' log goes there and not into the checkout
+        os.makedirs(os.path.join(root, "gate"))
+        os.symlink(os.path.join(timing.REPO, "lib"), os.path.join(root, "lib"))
+        module = os.path.join(root, "gate", "gwepochta")
+        os.symlink(os.path.join(timing.REPO, "gate", "gwepochta"), module)
+        plain = EpochtaServer([Account(LOGIN, PASSWORD, credits=10 ** 6)]).start()
+        tls = EpochtaServer([Account(LOGIN, PASSWORD, credits=10 ** 6)], tls_folder=root).start()
+        try:
+            print("| command | median | python3 -c pass | ratio | goal | |")
+            print("| --- | --- | --- | --- | --- | --- |")
+            for name, server, extra in (("outgoing, http", plain, {}),
+                                        ("outgoing, https verify_tls off", tls, {"verify_tls": "off"})):
+                settings = dict({"login": LOGIN, "password": PASSWORD, "sender": "Bench", "url": server.url}, **extra)
+                request = sandboxlib.gateway_request(settings, "Your invoice #42 is ready",
+                                                     user={"phone": "+380 97 292 00 00"}).encode("utf-8")
+                value, base = timing.compare([module, "--command", "outgoing"], runs=RUNS, input=request, cwd=root)
+                print(timing.row(name, value, base, GOAL))
+            value, base = timing.compare([module, "--command", "features"], runs=RUNS, cwd=root)
+            print(timing.row("features (start-up only)", value, base, GOAL))
+            print("\nSMS accepted by the stand-ins: %d" % sum(len(s.requests) for s in (plain, tls)))
+        finally:
+            plain.stop()
+            tls.stop()
+
+
+if __name__ == "__main__":
+    main()

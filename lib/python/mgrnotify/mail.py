@@ -1,0 +1,195 @@
+"""Composing outgoing mail (RFC 5322, MIME) with the standard library's ``email`` package.
+
+``compose()`` turns a notification's text into a message ready for SMTP: From, Sender, To,
+Subject, Date and Message-ID set; names and subjects RFC 2047-encoded when they are not ASCII;
+an HTML body sent as multipart/alternative with a plain-text part. A text that already is a
+complete mail keeps its own headers and body. Every header value set here is made one line first,
+so a CR or LF inside a subject or a name can never start a header of its own.
+"""
+
+import email.policy
+from email.headerregistry import Address
+from email.message import EmailMessage
+from email.parser import Parser
+from email.utils import formatdate, make_msgid
+from html.parser import HTMLParser
+
+# All we generate is 7-bit (base64 or quoted-printable bodies, encoded words in headers): every relay takes it.
+POLICY = email.policy.SMTP.clone(cte_type="7bit")
+
+# [ours] A text is taken for a complete mail when it opens with a block of header fields ended by an
+# empty line and at least two of them are among these; BILLmanager does not say how its mail templates
+# look, and a body that merely opens with "Note: ..." must stay a body.
+MAIL_FIELDS = frozenset(["from", "to", "cc", "reply-to", "subject", "date", "message-id", "mime-version",
+                         "content-type"])
+
+_SPECIALS = set('<>()[],;:"\\@')
+
+
+def header_text(value):
+    """``value`` as one header-safe line: control characters and line breaks of any kind become spaces."""
+    return " ".join("".join(c if c.isprintable() else " " for c in value).split())
+
+
+def mail_address(text):
+    """``text`` as a plain ``local@domain`` address SMTP can carry (an IDN domain as punycode), or None."""
+    local, at, domain = text.strip().rpartition("@")
+    if not at or not local or not domain:
+        return None
+    if any(ord(c) > 126 or ord(c) < 33 or c in _SPECIALS for c in local):
+        return None
+    if any(ord(c) > 127 for c in domain):
+        try:
+            domain = domain.encode("idna").decode("ascii")
+        except UnicodeError:
+            return None
+    labels = domain.lower().split(".")
+    if not all(label and all(c.isalnum() or c == "-" for c in label) for label in labels):
+        return None
+    return "%s@%s" % (local, ".".join(labels))
+
+
+def looks_like_mail(text):
+    """True if ``text`` is a complete mail: header fields, an empty line, a body (see MAIL_FIELDS)."""
+    head, blank, _ = text.replace("\r\n", "\n").partition("\n\n")
+    if not blank:
+        return False
+    names = set()
+    for number, line in enumerate(head.split("\n")):
+        if number and line[:1] in (" ", "\t"):
+            continue   # a folded continuation of the field above
+        name, colon, _ = line.partition(":")
+        if not colon or not name or any(ord(c) < 33 or ord(c) > 126 for c in name):
+            return False
+        names.add(name.lower())
+    return len(names & MAIL_FIELDS) >= 2
+
+
+def looks_like_html(text):
+    """True if ``text`` is an HTML document or fragment: it opens with a tag and closes with one.
+
+    [ours] BILLmanager hands over the rendered text without saying whether it is HTML.
+    """
+    text = text.strip()
+    return (text[:1] == "<" and text[1:2].isalpha() or text[:9].lower() == "<!doctype") \
+        and text[-1:] == ">" and "</" in text
+
+
+class _TextOfHTML(HTMLParser):
+    """The readable text of an HTML body, for the plain-text part of a multipart/alternative mail."""
+
+    BLOCKS = frozenset("p div br tr li h1 h2 h3 h4 h5 h6 table ul ol blockquote pre hr".split())
+    HIDDEN = frozenset(["head", "script", "style", "title"])
+
+    def __init__(self):
+        super().__init__(convert_charrefs=True)
+        self.parts = []
+        self.hidden = 0
+        self.link = None
+
+    def handle_starttag(self, tag, attrs):
+        if tag in self.HIDDEN:
+            self.hidden += 1
+        elif tag in self.BLOCKS:
+            self.parts.append("\n- " if tag == "li" else "\n")
+        elif tag == "a":
+            self.link = (dict(attrs).get("href") or "", len(self.parts))
+
+    def handle_endtag(self, tag):
+        if tag in self.HIDDEN:
+            self.hidden = max(0, self.hidden - 1)
+        elif tag in self.BLOCKS:
+            self.parts.append("\n")
+        elif tag == "a" and self.link:
+            href, start = self.link
+            if href and not href.startswith("#") and href not in "".join(self.parts[start:]):
+                self.parts.append(" <%s>" % href)
+            self.link = None
+
+    def handle_data(self, data):
+        if not self.hidden:
+            self.parts.append(data)
+
+    def text(self):
+        """The collected text: words of a line joined by one space, at most one empty line in a row."""
+        lines = [" ".join(line.split()) for line in "".join(self.parts).split("\n")]
+        out = []
+        for line in lines:
+            if line or (out and out[-1]):
+                out.append(line)
+        return "\n".join(out).strip() + "\n"
+
+
+def html_to_text(html):
+    """A plain-text rendering of ``html``."""
+    parser = _TextOfHTML()
+    parser.feed(html)
+    parser.close()
+    return parser.text()
+
+
+def _set_body(message, text):
+    """Make ``text`` the message's content: HTML as multipart/alternative with a text part, else plain text."""
+    if looks_like_html(text):
+        message.set_content(html_to_text(text))
+        message.add_alternative(text, subtype="html")
+        for part in message.iter_parts():
+            del part["MIME-Version"]   # EmailMessage puts one in every part it makes; it belongs at the top only
+    else:
+        message.set_content(text)
+
+
+def _from_complete_mail(text):
+    """A complete mail parsed; its non-ASCII header values re-set so that they go out RFC 2047-encoded."""
+    message = Parser(policy=POLICY).parsestr(text)
+    fields = message.raw_items()
+    for name in set(message.keys()):
+        del message[name]
+    for name, value in fields:
+        if all(ord(c) < 128 for c in value):
+            message.set_raw(name, value)
+        else:
+            message[name] = header_text(str(POLICY.header_fetch_parse(name, value)))
+    if "Content-Type" not in message:
+        body = message.get_payload()
+        del message["Content-Transfer-Encoding"]
+        _set_body(message, body)
+    return message
+
+
+def _put(message, name, value):
+    """Set header ``name`` to ``value``, replacing any there was."""
+    del message[name]
+    message[name] = value
+
+
+def compose(text, subject, recipient, author, sender=None):
+    """The mail of ``text`` to ``recipient`` from ``author``, transmitted by ``sender`` (each a (name, address) pair).
+
+    A complete mail keeps its own From, Subject, Date and Message-ID; To and Sender are always set here
+    (and any Bcc dropped), so the headers agree with the envelope.
+    """
+    text = text.lstrip("\r\n")
+    complete = looks_like_mail(text)
+    message = _from_complete_mail(text) if complete else EmailMessage(policy=POLICY)
+    if "From" not in message:
+        message["From"] = Address(header_text(author[0]), addr_spec=author[1])
+    _put(message, "To", Address(header_text(recipient[0]), addr_spec=recipient[1]))
+    del message["Sender"]
+    if sender and sender[1] != author[1]:
+        message["Sender"] = Address(header_text(sender[0]), addr_spec=sender[1])
+    del message["Bcc"]
+    if "Subject" not in message and subject.strip():
+        message["Subject"] = header_text(subject)
+    if "Date" not in message:
+        message["Date"] = formatdate(localtime=True)
+    if "Message-ID" not in message:
+        message["Message-ID"] = make_msgid(domain=(sender or author)[1].rpartition("@")[2])
+    if not complete:
+        _set_body(message, text)
+    return message
+
+
+def to_bytes(message):
+    """The message as SMTP sends it (CRLF line ends); ASCII unless a complete mail brought 8-bit text."""
+    return message.as_string().encode("utf-8")
