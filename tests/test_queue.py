@@ -195,3 +195,69 @@ def test_sigkill_mid_batch_loses_nothing_and_repeats_at_most_one(queue):
     assert set(bodies) == {"k%d" % i for i in range(400)}
     assert len(bodies) - 400 <= 1, "at most the message in flight is sent twice"
     assert tasks(queue) == []
+
+
+# --- getmessage: replies into tickets ------------------------------------------------------------------------
+
+@pytest.fixture
+def desk(queue):
+    queue.ingoing = queue.add_gateway("gwrecord", "ntjabber", {"jabber": "bot@localhost", "password": "pw-q",
+                                                               "ticket_format": "#id"},
+                                      project=queue.project, gateway_type=2, active="ON")
+    queue.alice, queue.alice_account = queue.add_user("alice", jabber="alice@localhost")
+    queue.bob, queue.bob_account = queue.add_user("bob", jabber="bob@localhost")
+    queue.ticket = queue.add_ticket(queue.alice_account)
+    queue.foreign = queue.add_ticket(queue.bob_account)
+    return queue
+
+
+def inbox(box, *messages):
+    with open(box.path("var", "gwrecord.inbox"), "w", encoding="utf-8") as f:
+        for sender, text in messages:
+            f.write(json.dumps({"from": sender, "text": text}, ensure_ascii=False) + "\n")
+
+
+@pytest.mark.parametrize("gate", ["all", "own id"])
+def test_reply_goes_into_the_ticket(desk, gate):
+    inbox(desk, ("Alice@localhost/phone", "#%d  Спасибо, всё работает\nвторая строка" % desk.ticket))
+    done = desk.run("notify/ntjabber", "--command", "getmessage", "--gate",
+                    "all" if gate == "all" else str(desk.ingoing))
+    assert done.returncode == 0, done.stdout
+    assert desk.mgrctl_calls() == [{"options": {"-m": "billmgr", "-o": "xml"}, "func": "clientticket.edit",
+                                    "params": {"elid": str(desk.ticket), "su": "alice", "sok": "ok",
+                                               "message": "Спасибо, всё работает\nвторая строка"}}]
+    assert delivered(desk) == []
+
+
+@pytest.mark.parametrize("sender, text, reply", [
+    ("mallory@localhost", "#{ticket} let me in", "is not linked to any account"),
+    ("alice@localhost", "{ticket} no prefix", "Start your message with the ticket number, for example: #123"),
+    ("alice@localhost", "#{ticket}", "Start your message with the ticket number"),
+    ("alice@localhost", "#{foreign} not mine", "is not among your tickets"),
+    ("alice@localhost", "#999999 unknown", "Ticket #999999 is not among your tickets"),
+    ("alice@localhost", "#{foreign} OR 1=1 --", "is not among your tickets"),
+    ("alice@localhost", "#0 OR 1=1", "Ticket #0 is not among your tickets"),
+    ("alice@localhost", "#{ticket}abc glued", "Start your message with the ticket number"),
+])
+def test_bad_replies_get_an_answer_and_touch_no_ticket(desk, sender, text, reply):
+    inbox(desk, (sender, text.format(ticket=desk.ticket, foreign=desk.foreign)))
+    done = desk.run("notify/ntjabber", "--command", "getmessage", "--gate", "all")
+    assert done.returncode == 0, done.stdout
+    assert desk.mgrctl_calls() == []
+    answers = delivered(desk)
+    assert len(answers) == 1 and answers[0]["to"] == sender.split("/")[0].lower()
+    assert reply in answers[0]["body"]
+
+
+def test_mgrctl_refusal_keeps_the_text_in_the_log(desk):
+    desk.set_mgrctl_answer("clientticket.edit", "<doc><error type='access'><msg>Ticket closed</msg></error></doc>")
+    inbox(desk, ("alice@localhost", "#%d keep me" % desk.ticket))
+    assert desk.run("notify/ntjabber", "--command", "getmessage", "--gate", "all").returncode == 0
+    assert "could not be added" in delivered(desk)[0]["body"]
+    assert "its text: keep me" in desk.logs()["ntjabber.log"]
+
+
+def test_unknown_ingoing_gateway_is_an_error(desk):
+    done = desk.run("notify/ntjabber", "--command", "getmessage", "--gate", "9999")
+    assert done.returncode == 1
+    assert b"There is no active ingoing gateway 9999 of ntjabber" in done.stdout

@@ -10,6 +10,7 @@ service, the address and what to check; the address is shown without any user:pa
 import os
 import time
 
+from . import netfail
 from .errors import ConfigError, ConnectError
 
 FORM = "application/x-www-form-urlencoded"
@@ -43,6 +44,31 @@ class BadStatus(PostError):
     def __init__(self, message, status, **kwargs):
         super().__init__(message, **kwargs)
         self.status = status
+
+
+ANSWER_TIMEOUT, NOT_HTTP = "answer timeout", "not http"   # causes beyond netfail's, particular to HTTP
+
+# Each cause (netfail.kind, plus the two above): the error class, and the sentence saying what to check;
+# a sentence that starts with %(where)s starts with the service's name as it is spelled (ePochta).
+FAILURES = {
+    netfail.TIMEOUT: (Timeout, "Cannot connect to %(where)s within %(timeout)s s; check the url setting and that "
+                               "this server can reach it (firewall, DNS, proxy)"),
+    ANSWER_TIMEOUT: (Timeout, "%(where)s accepted the request but did not answer within %(timeout)s s"),
+    netfail.CERTIFICATE: (TLSFailure, "The TLS certificate of %(where)s could not be verified (%(detail)s); check "
+                                      "the url setting, or turn verify_tls off only if you trust the network to "
+                                      "this host"),
+    netfail.TLS: (TLSFailure, "The TLS handshake with %(where)s failed (%(detail)s); check that the url really is "
+                              "https on that port"),
+    netfail.UNRESOLVED: (Unreachable, "Cannot resolve the host name of %(where)s (%(detail)s); check the url "
+                                      "setting and this server's DNS"),
+    netfail.REFUSED: (Unreachable, "The connection to %(where)s was refused; check the host and port in the url "
+                                   "setting"),
+    netfail.CLOSED: (Unreachable, "%(where)s closed the connection without answering (%(detail)s); the service "
+                                  "may be down, or the url setting may be wrong"),
+    NOT_HTTP: (PostError, "%(where)s did not answer in HTTP (%(detail)s); check the url setting (http or https, "
+                          "port)"),
+    netfail.NETWORK: (Unreachable, "Cannot reach %(where)s (%(detail)s); check the url setting and the network"),
+}
 
 
 class WebService:
@@ -146,40 +172,24 @@ class WebService:
 
     def _failure(self, error, address, request_sent):
         """The readable PostError for an exception of connecting, sending or reading."""
-        import socket
-        import ssl
         import http.client
-        where = "%s at %s" % (self.service, address)
-        if isinstance(error, socket.timeout):
-            if request_sent:
-                return Timeout("%s accepted the request but did not answer within %s s" % (where, self.timeout),
-                               request_sent=True)
-            return Timeout("Cannot connect to %s within %s s; check the url setting and that this server can "
-                           "reach it (firewall, DNS, proxy)" % (where, self.timeout), request_sent=False)
-        if isinstance(error, ssl.CertificateError) or getattr(error, "reason", "") == "CERTIFICATE_VERIFY_FAILED":
-            reason = getattr(error, "verify_message", "") or (  # Python 3.6 has no verify_message
-                "certificate verify failed" if isinstance(error, ssl.SSLError) else str(error))
-            return TLSFailure("The TLS certificate of %s could not be verified (%s); check the url setting, or "
-                              "turn verify_tls off only if you trust the network to this host" % (where, reason))
-        if isinstance(error, ssl.SSLError):
-            return TLSFailure("The TLS handshake with %s failed (%s); check that the url really is https on "
-                              "that port" % (where, getattr(error, "reason", None) or error))
-        if isinstance(error, socket.gaierror):
-            return Unreachable("Cannot resolve the host name of %s (%s); check the url setting and this server's "
-                               "DNS" % (where, error.strerror or error))
-        if isinstance(error, ConnectionRefusedError):
-            return Unreachable("The connection to %s was refused; check the host and port in the url setting"
-                               % where)
-        if isinstance(error, http.client.RemoteDisconnected):
-            return Unreachable("%s closed the connection without answering; the service may be down, or the "
-                               "url setting may be wrong" % where)
-        if isinstance(error, http.client.HTTPException):
-            return PostError("%s did not answer in HTTP (%s); check the url setting (http or https, port)"
-                             % (where, type(error).__name__))
-        if isinstance(error, OSError):
-            return Unreachable("Cannot reach %s: %s; check the url setting and the network"
-                               % (where, error.strerror or error))
-        return error   # not a network failure: a defect, raised as it is
+        cause = netfail.kind(error)
+        if cause == netfail.TIMEOUT and request_sent:
+            cause = ANSWER_TIMEOUT
+        elif cause is None and isinstance(error, http.client.HTTPException):
+            cause = NOT_HTTP
+        if cause not in FAILURES:
+            return error   # not a network failure: a defect, raised as it is
+        kind, template = FAILURES[cause]
+        detail = (getattr(error, "verify_message", None) or getattr(error, "reason", None)
+                  or getattr(error, "strerror", None) or str(error) or type(error).__name__)
+        if cause == netfail.CERTIFICATE and detail == "CERTIFICATE_VERIFY_FAILED":   # Python 3.6 says no more
+            detail = "certificate verify failed"
+        message = template % {"where": "%s at %s" % (self.service, address), "timeout": self.timeout,
+                              "detail": detail}
+        if kind is Timeout:
+            return Timeout(message, request_sent=request_sent)
+        return kind(message)
 
     def close(self):
         """Close the connection, if open."""
