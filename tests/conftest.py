@@ -13,6 +13,8 @@ import sandbox as sandboxlib  # noqa: E402
 @pytest.fixture(scope="session")
 def mariadb():
     """A private MariaDB server for the whole session."""
+    if os.path.exists(sandboxlib.SECRETS_FILE):
+        os.unlink(sandboxlib.SECRETS_FILE)
     server = sandboxlib.MariaDB().start()
     yield server
     server.stop()
@@ -24,3 +26,5 @@ def sandbox(tmp_path, mariadb):
     box = sandboxlib.Sandbox(str(tmp_path), mariadb)
     yield box
     box.close()
+    leaks = box.leaks()
+    assert not leaks, "passwords the suite used appear in what the modules wrote: %s" % leaks

@@ -141,6 +141,7 @@ class Sandbox:
             self.set_log_level(log_level)
         self._make_shims()
         self.db = dblib.Database(self.db_settings)
+        self.outputs = []   # (command, stdout + stderr) of every run, for the leak scan
 
     def _make_shims(self):
         os.makedirs(self.shims, exist_ok=True)
@@ -189,8 +190,31 @@ class Sandbox:
         """Run a module as BILLmanager does; return the CompletedProcess (stdout and stderr as bytes)."""
         if isinstance(input, str):
             input = input.encode("utf-8")
-        return subprocess.run(self.command(module, *args), input=input, cwd=self.root, env=self.env(),
+        done = subprocess.run(self.command(module, *args), input=input, cwd=self.root, env=self.env(),
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=timeout)
+        self.outputs.append((" ".join((module,) + args), done.stdout + done.stderr))
+        return done
+
+    def leaks(self):
+        """Every (place, secret) where a password the suite used appears in what the modules wrote:
+        var/ (logs, recorded child arguments, mgrctl calls) and the stdout/stderr of each run."""
+        try:
+            with open(SECRETS_FILE, encoding="utf-8") as f:
+                secrets = {line.rstrip("\n") for line in f if line.strip()}
+        except FileNotFoundError:
+            return []
+        places = list(self.outputs)
+        for folder, _, names in os.walk(self.var):
+            for name in names:
+                if name.endswith((".log", ".jsonl")):
+                    with open(os.path.join(folder, name), "rb") as f:
+                        places.append((os.path.join(folder, name), f.read()))
+        found = []
+        for where, content in places:
+            for secret in secrets:
+                if secret.encode("utf-8") in content or xmlio.escape(secret).encode("utf-8") in content:
+                    found.append((where, secret))
+        return found
 
     def mgrctl_calls(self):
         """The calls the stand-in mgrctl received, oldest first."""

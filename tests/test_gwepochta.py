@@ -129,8 +129,9 @@ def test_cyrillic_message_counts_as_ucs2(sandbox, server):
     assert "2 parts (84 UCS-2 units)" in log_of(sandbox)
 
 
-def test_seed_input_format(sandbox, server):
-    """The document BILLmanager's ntsms gives the seed's Go gateway: settings as escaped text in xmlparams."""
+@pytest.mark.parametrize("wrap", [xmlio.escape, lambda text: "<![CDATA[%s]]>" % text])
+def test_seed_input_format(sandbox, server, wrap):
+    """The document BILLmanager's ntsms gives the seed's Go gateway: the settings as XML text in xmlparams."""
     settings = "".join("<%s>%s</%s>" % (k, xmlio.escape(v), k) for k, v in params(server).items())
     request = ('<?xml version="1.0" encoding="UTF-8"?>\n<doc><gateway><id>1</id><name>ePochta</name>'
                '<gateway_module>gwepochta</gateway_module><notify_module>ntsms</notify_module>'
@@ -138,7 +139,7 @@ def test_seed_input_format(sandbox, server):
                '<xmlparams>%s</xmlparams></gateway><message>Code 1234</message>'
                '<user><id>7</id><name>client</name><phone>+7 912 345-67-89</phone></user>'
                '<project><id>1</id><name>Provider</name></project></doc>'
-               % xmlio.escape('<?xml version="1.0" encoding="UTF-8"?>\n<doc>%s</doc>' % settings))
+               % wrap('<?xml version="1.0" encoding="UTF-8"?>\n<doc>%s</doc>' % settings))
     assert_sent(sandbox.run(MODULE, "--command", "outgoing", input=request))
     doc = server.documents()[0]
     assert (doc.findtext("numbers/number"), doc.findtext("message/text")) == ("79123456789", "Code 1234")
@@ -195,34 +196,65 @@ def test_timeout_when_the_server_never_answers(sandbox, server):
     assert "look for messageID %s" % message_id in sentence
 
 
-def test_connection_refused(sandbox, server):
-    url = "http://127.0.0.1:%d/members/sms/xml.php" % free_port()
+@pytest.mark.parametrize("url, words", [
+    ("http://127.0.0.1:{free}/members/sms/xml.php", "The connection to ePochta at {url} was refused"),
+    ("https://127.0.0.1:{plain}/members/sms/xml.php", "The TLS handshake with ePochta at {url} failed"),
+    ("http://127.0.0.1:{tls}/members/sms/xml.php", "ePochta at {url} closed the connection without answering"),
+])
+def test_connection_failures(sandbox, server, tls_server, url, words):
+    url = url.format(free=free_port(), plain=server.port, tls=tls_server.port)
     kind, sentence = error_of(outgoing(sandbox, params(server, url=url)))
     assert kind == "connect"
-    assert "The connection to ePochta at %s was refused" % url in sentence
+    assert words.format(url=url) in sentence
+    assert server.requests == [] and tls_server.requests == []
 
 
-def test_tls_verified_by_default(sandbox, tls_server):
-    kind, sentence = error_of(outgoing(sandbox, params(tls_server)))
-    assert kind == "connect"
-    assert "The TLS certificate of ePochta at %s could not be verified" % tls_server.url in sentence
-    assert "(self-signed certificate)" in sentence or "(certificate verify failed)" in sentence   # 3.7+ or 3.6
-    assert tls_server.requests == []
+def trust_stores(tls_folder):
+    """CA store environments: the system's own; the stand-in's certificate as a bundle file (loaded whole);
+    as a hashed folder (looked up lazily, the way httppost.tls_context prefers)."""
+    cert = os.path.join(tls_folder, "localhost.crt")
+    hashed = os.path.join(tls_folder, "hashed")
+    if not os.path.isdir(hashed):
+        os.mkdir(hashed)
+        name = subprocess.run(["openssl", "x509", "-hash", "-noout", "-in", cert], stdout=subprocess.PIPE,
+                              check=True).stdout.decode().strip()
+        os.symlink(cert, os.path.join(hashed, name + ".0"))
+    return {"system": {"SSL_CERT_FILE": None, "SSL_CERT_DIR": None},
+            "bundle": {"SSL_CERT_FILE": cert, "SSL_CERT_DIR": None},
+            "folder": {"SSL_CERT_FILE": None, "SSL_CERT_DIR": hashed}}
 
 
-def test_tls_trusted_certificate_passes_verification(sandbox, tls_server, tls_folder):
-    """With the stand-in's certificate as the CA store, verification (hostname included) succeeds."""
-    env = dict(sandbox.env(), SSL_CERT_FILE=os.path.join(tls_folder, "localhost.crt"))
-    request = sandboxlib.gateway_request(params(tls_server), "Hi", user={"phone": PHONE})
-    done = subprocess.run(sandbox.command(MODULE, "--command", "outgoing"), input=request.encode(), cwd=sandbox.root,
+def run_with(sandbox, request, changes):
+    """Run ``outgoing`` as ``sandbox.run`` does, with environment ``changes`` (None unsets a variable)."""
+    env = sandbox.env()
+    for name, value in changes.items():
+        env.pop(name, None)
+        if value is not None:
+            env[name] = value
+    return subprocess.run(sandbox.command(MODULE, "--command", "outgoing"), input=request.encode(), cwd=sandbox.root,
                           env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=60)
-    assert_sent(done)
-    assert len(tls_server.requests) == 1
 
 
-def test_tls_unverified_when_turned_off(sandbox, tls_server):
-    assert_sent(outgoing(sandbox, params(tls_server, verify_tls="off")))
-    assert tls_server.documents()[0].findtext("numbers/number") == DIGITS
+@pytest.mark.parametrize("store, verify_tls, accepted", [
+    ("system", None, False),
+    ("system", "on", False),
+    ("bundle", "on", True),
+    ("folder", "on", True),
+    ("system", "off", True),
+])
+def test_tls_verification(sandbox, tls_server, tls_folder, store, verify_tls, accepted):
+    """The self-signed stand-in passes only where it is trusted (hostname checked too), or unverified when off."""
+    request = sandboxlib.gateway_request(params(tls_server, verify_tls=verify_tls), "Hi", user={"phone": PHONE})
+    done = run_with(sandbox, request, trust_stores(tls_folder)[store])
+    if accepted:
+        assert_sent(done)
+        assert tls_server.documents()[0].findtext("numbers/number") == DIGITS
+    else:
+        kind, sentence = error_of(done)
+        assert kind == "connect"
+        assert "The TLS certificate of ePochta at %s could not be verified" % tls_server.url in sentence
+        assert "(self-signed certificate)" in sentence or "(certificate verify failed)" in sentence   # 3.7+, 3.6
+        assert tls_server.requests == []
 
 
 def test_plain_http_is_logged_as_a_warning(sandbox, server):
@@ -274,6 +306,17 @@ def test_check_connection_reads_the_balance(sandbox, server):
     assert "ePochta balance: status 0, credits 100.00\x1b" in log_of(sandbox)
 
 
+@pytest.mark.parametrize("change, words", [
+    ({"sender": ""}, "The gateway setting 'sender' is empty"),
+    ({"max_parts": "0"}, "The gateway setting 'max_parts' must be between 1 and 100"),
+])
+def test_check_connection_checks_the_sending_settings(sandbox, server, change, words):
+    request = sandboxlib.check_connection_request(params(server, **change))
+    kind, sentence = error_of(sandbox.run(MODULE, "--command", "check_connection", input=request))
+    assert kind == "value" and words in sentence
+    assert server.requests == []
+
+
 def test_check_connection_bad_login(sandbox, server):
     sandboxlib.remember_secret("not-the-pw")
     request = sandboxlib.check_connection_request(params(server, password="not-the-pw"))
@@ -288,9 +331,9 @@ def form(*values):
 
 
 @pytest.mark.parametrize("values, expected", [
-    ((), {"api": "xml", "verify_tls": "on"}),
+    ((), {"api": None, "verify_tls": "on"}),
     ((xmlio.element("verify_tls", "off"), xmlio.element("api", "v3")), {"api": "v3", "verify_tls": "off"}),
-    ((xmlio.element("verify_tls", ""),), {"api": "xml", "verify_tls": "on"}),
+    ((xmlio.element("verify_tls", ""),), {"api": None, "verify_tls": "on"}),
 ])
 def test_formtune_fills_the_api_choice_and_defaults(sandbox, values, expected):
     done = sandbox.run(MODULE, "--command", "formtune", input=form(*values))

@@ -108,9 +108,9 @@ def test_formtune_returns_the_changed_form(sandbox):
     assert root.find("field").get("name") == "x"
 
 
-@pytest.mark.parametrize("password, status", [("right", 0), ("wrong", errors.EXIT_FAILURE)])
+@pytest.mark.parametrize("password, status", [("right", 0), ("wr0ng-Pa55", errors.EXIT_FAILURE)])
 def test_check_connection(sandbox, password, status):
-    sandboxlib.remember_secret("wrong")
+    sandboxlib.remember_secret("wr0ng-Pa55")
     request = sandboxlib.check_connection_request({"login": "bob", "password": password})
     done = sandbox.run(sandbox.install("gwprobe"), "--command", "check_connection", input=request)
     assert done.returncode == status

@@ -20,7 +20,7 @@ Neither the password nor the private key is ever logged: the logged request carr
 import os
 import time
 
-from . import httppost, xmlio
+from . import httppost, redact, xmlio
 from .errors import ConnectError, DeliveryError, MgrNotifyError
 
 XML_URL = "https://api.myatompark.com/members/sms/xml.php"
@@ -158,15 +158,16 @@ def signature(params, private_key):
 
 
 def _excerpt(data, limit=80):
-    """The start of an answer, for an error message."""
-    text = " ".join(data.decode("utf-8", "replace").split())
+    """The start of an answer, for an error message; secrets masked, in case the answer echoes the request."""
+    text = redact.redact(" ".join(data.decode("utf-8", "replace").split()))
     return "'%s'" % (text[:limit] + "..." if len(text) > limit else text) if text else "an empty answer"
 
 
 class _Client:
     """What both interfaces share: the connection, its log and ``with`` support."""
 
-    def __init__(self, url, timeout, verify_tls, log):
+    def __init__(self, url, timeout, verify_tls, log, secret):
+        redact.remember(secret)
         self.web = httppost.WebService(url, timeout, verify_tls, service=SERVICE)
         self.log = log
         if self.web.scheme == "http":
@@ -176,16 +177,16 @@ class _Client:
         if self.log is not None:
             self.log.write(level, text, *args)
 
-    def _post(self, fields, path=None, message_id=None):
-        """POST ``fields``; a timeout after the request went out warns that the SMS may be sent already."""
+    def _post(self, fields, path=None, trace=None):
+        """POST ``fields``; for an SMS (``trace`` says how to find it) a timeout after the request went out
+        warns that it may be sent already."""
         try:
             return self.web.post(fields, path)
         except httppost.Timeout as e:
-            if not (e.request_sent and message_id):
+            if not (e.request_sent and trace):
                 raise
-            raise httppost.Timeout("%s; the SMS may still have been sent: look for messageID %s in ePochta's "
-                                   "statistics before sending it again" % (e.message, message_id),
-                                   request_sent=True) from None
+            raise httppost.Timeout("%s; the SMS may still have been sent: %s before sending it again"
+                                   % (e.message, trace), request_sent=True) from None
 
     def close(self):
         """Close the connection."""
@@ -202,14 +203,16 @@ class EpochtaXML(_Client):
     """One connection to ePochta's XML interface (at ``XML_URL`` unless ``url`` is given), as user ``login``."""
 
     def __init__(self, login, password, url=None, timeout=DEFAULT_TIMEOUT, verify_tls=True, log=None):
-        super().__init__(url or XML_URL, timeout, verify_tls, log)
+        super().__init__(url or XML_URL, timeout, verify_tls, log, password)
         self.login = login
         self._password = password
 
     def send(self, sender, text, phone, message_id=None):
         """SEND ``text`` from ``sender`` to ``phone`` (digits only) as ``message_id`` (new if None); the ``Answer``."""
         message_id = message_id or new_message_id()
-        answer = self._request("SEND", send_body(sender, text, phone, message_id), message_id,
+        self._log(5, "SEND messageID=%s to %s", message_id, phone)
+        answer = self._request("SEND", send_body(sender, text, phone, message_id),
+                               "look for messageID %s in ePochta's statistics" % message_id,
                                sender=sender, numbers=phone)
         if answer.status <= 0:
             raise Refused("ePochta accepted no message for '%s' (status %d); check the number and the ePochta "
@@ -221,16 +224,15 @@ class EpochtaXML(_Client):
         """BALANCE: the ``Answer`` with the account's credits."""
         return self._request("BALANCE")
 
-    def _request(self, operation, body="", message_id=None, **context):
+    def _request(self, operation, body="", trace=None, **context):
         """Post one request document; its ``Answer`` if the status is not negative, else StatusError."""
         self._log(9, "%s request to %s:\n%s", operation, self.web.address,
                   xml_document(operation, self.login, MASK, body))
-        data = self._post([("XML", xml_document(operation, self.login, self._password, body))],
-                          message_id=message_id)
+        data = self._post([("XML", xml_document(operation, self.login, self._password, body))], trace=trace)
         self._log(9, "ePochta answered: %s", data.decode("utf-8", "replace"))
         answer = parse_xml_answer(data, self.web.address)
         if answer.status < 0:
-            values = {"sender": "", "numbers": "", "login": self.login, "operation": operation, "status": answer.status}
+            values = dict({"sender": "", "numbers": ""}, login=self.login, operation=operation, status=answer.status)
             values.update(context)
             error = LoginRefused if answer.status == -1 else Refused
             raise error(STATUS_MESSAGES.get(answer.status, OTHER_STATUS).format(**values), answer.status)
@@ -241,24 +243,23 @@ class EpochtaV3(_Client):
     """One connection to ePochta's API 3.0 (at ``V3_URL`` unless ``url`` is given), signing with the account's keys."""
 
     def __init__(self, public_key, private_key, url=None, timeout=DEFAULT_TIMEOUT, verify_tls=True, log=None):
-        super().__init__(url or V3_URL, timeout, verify_tls, log)
+        super().__init__(url or V3_URL, timeout, verify_tls, log, private_key)
         self.public_key = public_key
         self._private_key = private_key
 
-    def send(self, sender, text, phone, message_id=None):
+    def send(self, sender, text, phone):
         """sendSMS ``text`` from ``sender`` to ``phone``; the ``Answer`` with ePochta's id for the message."""
         result = self.call("sendSMS", [("sender", sender), ("text", text), ("phone", phone),
                                        ("datetime", ""), ("sms_lifetime", "0")],
-                           message_id=message_id, sender=sender, numbers=phone)
-        return Answer(1, str(result.get("id", message_id or "")), credits=result.get("price"),
-                      currency=result.get("currency"))
+                           trace="look in ePochta's statistics", sender=sender, numbers=phone)
+        return Answer(1, str(result.get("id", "")), credits=result.get("price"), currency=result.get("currency"))
 
     def balance(self):
         """getUserBalance: the ``Answer`` with the amount and its currency."""
         result = self.call("getUserBalance", [])
         return Answer(0, amount=result.get("balance_currency"), currency=result.get("currency"))
 
-    def call(self, action, params, message_id=None, **context):
+    def call(self, action, params, trace=None, **context):
         """Post ``action`` with ``params`` (name, value pairs), signed; the ``result`` object of the answer.
 
         [ours] ``action`` and ``version`` enter the sum but are not posted, as ePochta's PHP client does.
@@ -268,8 +269,8 @@ class EpochtaV3(_Client):
         signed = dict(fields, action=action, version=V3_VERSION)
         fields.append(("sum", signature(signed, self._private_key)))
         path = self.web.path.split("?")[0].rstrip("/") + "/" + action
-        self._log(9, "%s request to %s: %s", action, path, dict(params))
-        data = self._post(fields, path, message_id=message_id)
+        self._log(9, "%s request to %s: %s", action, self.web.origin + path, dict(params))
+        data = self._post(fields, path, trace=trace)
         self._log(9, "ePochta answered: %s", data.decode("utf-8", "replace"))
         try:
             answer = json.loads(data.decode("utf-8"))

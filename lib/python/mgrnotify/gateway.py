@@ -7,6 +7,7 @@ A gateway that can send many messages over one session also overrides ``open_bat
 which adds the ``outgoing_batch`` feature and command.
 """
 
+import os
 import sys
 
 from . import xmlio
@@ -100,19 +101,22 @@ class Gateway(Module):
         messages = request.root.findall("messages/message")
         stream = ResultStream()
         try:
-            session = self.open_batch(request)
-        except MgrNotifyError as e:
-            self.log.error("%s", e.message)
-            for message in messages:
-                stream.result(message.get("id"), e.message)
+            try:
+                session = self.open_batch(request)
+            except MgrNotifyError as e:
+                self.log.error("%s", e.message)
+                for message in messages:
+                    stream.result(message.get("id"), e.message)
+                stream.close()
+                return None
+            try:
+                for message in messages:
+                    stream.result(message.get("id"), self._send_one(session, message))
+            finally:
+                session.close()
             stream.close()
-            return None
-        try:
-            for message in messages:
-                stream.result(message.get("id"), self._send_one(session, message))
-        finally:
-            session.close()
-        stream.close()
+        except CallerGone:
+            self.log.warning("The caller stopped reading results; the rest of the batch is left for its next run")
         return None
 
     def _send_one(self, session, message):
@@ -148,26 +152,47 @@ class Gateway(Module):
         raise NotImplementedError
 
 
+# Set by a caller that acknowledges each result (gatewaycall): the descriptor its acknowledgements come on.
+ACK_FD_ENV = "MGRNOTIFY_BATCH_ACK_FD"
+
+
+class CallerGone(Exception):
+    """The process that asked for the batch no longer reads its results."""
+
+
 class ResultStream:
     """The answer of a batch command, one ``<result>`` line per message written as soon as it is done.
 
-    The caller records each line before the next message goes out, so a crash anywhere loses no
-    record of a delivery. If the caller has gone (a broken pipe), writing raises and the batch stops.
+    When the caller acknowledges results (``$MGRNOTIFY_BATCH_ACK_FD``), the next message waits until
+    the caller has recorded this one: a caller killed mid-batch then has at most one message
+    delivered that it did not record. Without it, results are only streamed.
     """
 
     def __init__(self, out=None):
         self.out = out or sys.stdout.buffer
+        ack = os.environ.get(ACK_FD_ENV, "")
+        self.ack_fd = int(ack) if ack.isdigit() else None
         self._write('<?xml version="1.0" encoding="UTF-8"?>\n<doc><results>\n')
 
     def _write(self, text):
-        self.out.write(text.encode("utf-8"))
-        self.out.flush()
+        try:
+            self.out.write(text.encode("utf-8"))
+            self.out.flush()
+        except BrokenPipeError:
+            raise CallerGone()
 
     def result(self, message_id, error=None):
         """Report one message: delivered (no ``error``) or not, with the reason on the same line."""
         attrs = {"id": message_id, "status": "error" if error else "ok"}
         text = " ".join(str(error).split()) if error else None
         self._write(xmlio.element("result", text, attrs) + "\n")
+        if self.ack_fd is not None:
+            try:
+                acknowledged = os.read(self.ack_fd, 1)
+            except OSError:
+                acknowledged = b""
+            if not acknowledged:
+                raise CallerGone()
 
     def close(self):
         """End the document."""

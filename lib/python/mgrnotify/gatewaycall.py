@@ -6,8 +6,8 @@ deadline (a gateway that hangs is killed) and turns every way a call can fail --
 garbage on stdout, an error document, a missing module -- into a readable reason.
 
 Batches: a gateway that advertises the ``outgoing_batch`` feature takes many messages in one call
-(one server session) and answers one ``<result>`` line per message as soon as it is done, so the
-caller can record each delivery before the next one is sent.
+(one server session) and answers one ``<result>`` line per message as soon as it is done; each
+result is acknowledged on a pipe once recorded, and the gateway sends nothing more until then.
 """
 
 import os
@@ -15,6 +15,7 @@ import time
 
 from . import xmlio
 from .errors import DeliveryError, InputError
+from .gateway import ACK_FD_ENV
 
 BATCH_FEATURE = "outgoing_batch"
 # gateway_type values [ours, from ISPsystem's example form]: 1 outgoing, 2 ingoing.
@@ -143,16 +144,32 @@ class GatewayModule:
         self.check()
         timeout = timeout or CALL_TIMEOUT + BATCH_TIMEOUT_PER_MESSAGE * len(messages)
         document = xmlio.document(gateway.xml(), xmlio.element("messages", children=[m for _, m in messages]))
-        process = subprocess.Popen([self.path, "--command", "outgoing_batch"], stdin=subprocess.PIPE,
-                                   stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, cwd=self.config.root)
+        ack_read, ack_write = os.pipe()
+        env = dict(os.environ)
+        env[ACK_FD_ENV] = str(ack_read)
+        try:
+            process = subprocess.Popen([self.path, "--command", "outgoing_batch"], stdin=subprocess.PIPE,
+                                       stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, cwd=self.config.root,
+                                       env=env, pass_fds=(ack_read,))
+        finally:
+            os.close(ack_read)
         writer = threading.Thread(target=_feed, args=(process.stdin, document.encode("utf-8")), daemon=True)
         writer.start()
         pending = {task_id for task_id, _ in messages}
         self._stray = []
-        output, timed_out = self._read_results(process, pending, on_result, time.time() + timeout)
+
+        def recorded(task_id, reason):
+            on_result(task_id, reason)
+            os.write(ack_write, b"+")   # only now may the gateway send the next message
+
+        try:
+            output, timed_out = self._read_results(process, pending, recorded, time.time() + timeout)
+        finally:
+            os.close(ack_write)
         if timed_out:
             process.kill()
         status = process.wait()
+        process.stdout.close()
         if not pending:
             return {}
         if timed_out:
