@@ -1,6 +1,7 @@
 """gate/gwepochta against a local ePochta stand-in (tests/epochta_server.py), run as BILLmanager runs it."""
 
 import os
+import ssl
 import subprocess
 import xml.etree.ElementTree as ET
 from urllib.parse import quote_plus
@@ -9,7 +10,7 @@ import pytest
 
 import sandbox as sandboxlib
 from epochta_server import Account, EpochtaServer, free_port
-from mgrnotify import epochta, errors, sms, xmlio
+from mgrnotify import epochta, errors, httppost, sms, xmlio
 
 MODULE = "gate/gwepochta"
 LOGIN = "hoster"
@@ -231,8 +232,10 @@ def run_with(sandbox, request, changes):
         env.pop(name, None)
         if value is not None:
             env[name] = value
-    return subprocess.run(sandbox.command(MODULE, "--command", "outgoing"), input=request.encode(), cwd=sandbox.root,
+    done = subprocess.run(sandbox.command(MODULE, "--command", "outgoing"), input=request.encode(), cwd=sandbox.root,
                           env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=60)
+    sandbox.outputs.append((MODULE + " --command outgoing", done.stdout + done.stderr))   # for the leak scan
+    return done
 
 
 @pytest.mark.parametrize("store, verify_tls, accepted", [
@@ -255,6 +258,18 @@ def test_tls_verification(sandbox, tls_server, tls_folder, store, verify_tls, ac
         assert "The TLS certificate of ePochta at %s could not be verified" % tls_server.url in sentence
         assert "(self-signed certificate)" in sentence or "(certificate verify failed)" in sentence   # 3.7+, 3.6
         assert tls_server.requests == []
+
+
+@pytest.mark.parametrize("store, loaded_at_once", [("folder", False), ("bundle", True)])
+def test_tls_context_reads_a_hashed_folder_lazily(monkeypatch, tls_folder, store, loaded_at_once):
+    """A hashed CA folder costs nothing up front (a bundle file is read whole, ~20 ms for the system's)."""
+    for name, value in trust_stores(tls_folder)[store].items():
+        monkeypatch.delenv(name, raising=False)
+        if value is not None:
+            monkeypatch.setenv(name, value)
+    context = httppost.tls_context()
+    assert context.check_hostname and context.verify_mode == ssl.CERT_REQUIRED
+    assert (context.cert_store_stats()["x509"] > 0) == loaded_at_once
 
 
 def test_plain_http_is_logged_as_a_warning(sandbox, server):

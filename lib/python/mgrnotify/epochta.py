@@ -31,7 +31,6 @@ SERVICE = "ePochta"
 MASK = "***"
 
 
-
 class Answer:
     """What ePochta answered: status, the message's id (send), credits, amount and currency, as it gave them."""
 

@@ -136,7 +136,6 @@ class WebService:
     def _answer(self, connection, address):
         """Read the whole answer within one timeout; its body if the status is 200."""
         deadline = time.monotonic() + self.timeout
-
         sock = connection.sock   # getresponse() lets go of it when the server closes after answering
 
         def remaining():
