@@ -3,7 +3,8 @@ PYTHON ?= python3
 PY36 := $(firstword $(wildcard /root/.pyenv/versions/3.6.*/bin/python))
 MODULES := $(wildcard gate/* notify/*)
 # The tests that also run under Python 3.6, with the modules themselves run by 3.6 (AlmaLinux 8's python3).
-PY36_TESTS := tests/test_library.py tests/test_db.py tests/test_runner.py tests/test_template.py
+PY36_TESTS := tests/test_library.py tests/test_db.py tests/test_runner.py tests/test_template.py \
+              tests/test_queue.py tests/test_gwepochta.py
 
 .PHONY: demo test deps vermin pytest pytest36 bench clean
 
