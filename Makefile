@@ -6,7 +6,8 @@ MODULES := $(wildcard gate/* notify/*)
 PY36_TESTS := tests/test_library.py tests/test_db.py tests/test_runner.py tests/test_template.py \
               tests/test_queue.py tests/test_gwepochta.py
 
-.PHONY: demo test deps vermin pytest pytest36 bench clean
+# rpm and deb are folders too: without .PHONY make would call them up to date.
+.PHONY: demo test deps vermin pytest pytest36 bench rpm deb clean
 
 demo: deps
 	$(PYTHON) tests/demo.py
@@ -31,6 +32,12 @@ endif
 
 bench: deps
 	$(PYTHON) bench/run.py
+
+rpm:
+	rpm/build
+
+deb:
+	debian/build
 
 clean:
 	rm -rf build .pytest_cache tests/.pytest_cache
