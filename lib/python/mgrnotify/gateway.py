@@ -11,7 +11,7 @@ import os
 import sys
 
 from . import xmlio
-from .errors import MgrNotifyError
+from .errors import InputError, MgrNotifyError
 from .runner import Module
 from .settings import Settings
 
@@ -98,8 +98,15 @@ class Gateway(Module):
         """Send ``<messages><message id to><subject/><body/></message>...`` over one session, answering one
         ``<result>`` line per message as it is done; a message that fails does not stop the others."""
         request = self.read_request()
+        if request.root.find("messages") is None:
+            raise InputError("The outgoing_batch request has no <messages> element", obj="messages")
         messages = request.root.findall("messages/message")
+        if not all(message.get("id") for message in messages):
+            raise InputError("A <message> of the outgoing_batch request has no id attribute", obj="message")
         stream = ResultStream()
+        if not messages:
+            stream.close()
+            return None
         try:
             try:
                 session = self.open_batch(request)
