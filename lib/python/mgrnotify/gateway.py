@@ -76,7 +76,7 @@ class Gateway(Module):
     def command_check_connection(self):
         """The form back (without the entered values, which hold secrets) if ``check_connection`` raised nothing."""
         root = self.read_input("the settings form")
-        self.check_connection(Request(root, Settings.from_request(root, self.log.name)))
+        self.check_connection(Request(root, Settings.from_request(root, self.log.name, form=True)))
         for params in root.findall("xmlparams"):
             root.remove(params)
         return xmlio.serialize(root)

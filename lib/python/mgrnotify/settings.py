@@ -2,8 +2,9 @@
 
 The settings form's values travel inside ``<xmlparams>``, whose *text* is itself an XML document
 (``<doc><login>..</login>..</doc>``): under ``<gateway>`` for ``outgoing``/``ingoing``, at the root
-for ``check_connection``. A name not found there is looked up in the gateway row itself, then at
-the root of the request. Values of secret-looking names are handed to ``redact`` at once.
+for ``check_connection``. A name not found there is looked up in the gateway row itself, and for
+``check_connection`` at the root of the form; never at the root of an ``outgoing`` request, where
+the recipient's fields (``<jabber>``, ``<email>``) sit. Values of secret-looking names are handed to ``redact`` at once.
 """
 
 from . import redact, xmlio
@@ -29,9 +30,10 @@ class Settings:
                 redact.remember(value)
 
     @classmethod
-    def from_request(cls, root, module=""):
-        """The settings in a request: ``<xmlparams>`` first, then the gateway row, then the root."""
-        values = xmlio.fields(root)
+    def from_request(cls, root, module="", form=False):
+        """The settings in a request: ``<xmlparams>`` first, then the gateway row; with ``form`` (the
+        check_connection form, where entered values may sit at the root) the root's fields last."""
+        values = xmlio.fields(root) if form else {}
         gateway = root.find("gateway")
         values.update(xmlio.fields(gateway))
         for holder in (root, gateway):
