@@ -358,8 +358,9 @@ def test_ejs_errors(config, text, message):
 def test_ejs_syntax_error_is_readable(config):
     with pytest.raises(TemplateError) as caught:
         template.render("<% if (1) { %>", NOTICE, config)
-    assert caught.value.message.startswith("The EJS template failed: ")
-    assert "while compiling ejs" in caught.value.message and "EJS-Lint" not in caught.value.message
+    assert caught.value.message.startswith("The EJS template does not compile (Unexpected token")
+    assert caught.value.message.endswith("check that every <% %> block and brace is closed")
+    assert "while compiling ejs" not in caught.value.message and "EJS-Lint" not in caught.value.message
 
 
 @needs_node

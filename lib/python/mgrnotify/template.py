@@ -429,4 +429,8 @@ def _ejs_failure(stderr):
     where = re.match(r".*:(\d+)$", paragraphs[0].split("\n", 1)[0])
     if where and len(paragraphs) > 1:
         return "The EJS template failed at line %s: %s" % (where.group(1), paragraphs[1].strip())
+    compiling = re.match(r"(.*?) in \S+ while compiling ejs", paragraphs[0].strip(), re.S)
+    if compiling:   # ejs gives no line for these: most often an unclosed <% %> block or brace
+        return ("The EJS template does not compile (" + compiling.group(1)
+                + "); check that every <% %> block and brace is closed")
     return "The EJS template failed: %s" % (paragraphs[0].strip() or "no message from ejs")
