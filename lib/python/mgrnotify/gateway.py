@@ -96,34 +96,25 @@ class Gateway(Module):
 
     def command_outgoing_batch(self):
         """Send ``<messages><message id to><subject/><body/></message>...`` over one session, answering one
-        ``<result>`` line per message as it is done; a message that fails does not stop the others."""
-        request = self.read_request()
-        if request.root.find("messages") is None:
-            raise InputError("The outgoing_batch request has no <messages> element", obj="messages")
-        messages = request.root.findall("messages/message")
-        if not all(message.get("id") for message in messages):
-            raise InputError("A <message> of the outgoing_batch request has no id attribute", obj="message")
-        stream = ResultStream()
-        if not messages:
-            stream.close()
-            return None
+        ``<result>`` line per message as it is done; a message that fails does not stop the others.
+
+        The request is read as it arrives: a caller may keep this process for many batches and end the
+        document when it has no more (gatewaycall.BatchChannel), so one session serves a whole run.
+        """
+        batch = _Batch(self)
         try:
-            try:
-                session = self.open_batch(request)
-            except MgrNotifyError as e:
-                self.log.error("%s", e.message)
-                for message in messages:
-                    stream.result(message.get("id"), e.message)
-                stream.close()
-                return None
-            try:
-                for message in messages:
-                    stream.result(message.get("id"), self._send_one(session, message))
-            finally:
-                session.close()
-            stream.close()
+            for element in xmlio.stream_elements(0, ("gateway", "messages", "message"), "the outgoing_batch request"):
+                batch.take(element)
         except CallerGone:
             self.log.warning("The caller stopped reading results; the rest of the batch is left for its next run")
+        except InputError as e:
+            if batch.stream is None:
+                raise
+            self.log.error("%s", e.message)   # results already went out: end them, report the rest as lost
+        finally:
+            batch.close()
+        if batch.stream is None:
+            raise InputError("The outgoing_batch request has no <messages> element", obj="messages")
         return None
 
     def _send_one(self, session, message):
@@ -165,6 +156,56 @@ ACK_FD_ENV = "MGRNOTIFY_BATCH_ACK_FD"
 
 class CallerGone(Exception):
     """The process that asked for the batch no longer reads its results."""
+
+
+class _Batch:
+    """The state of one ``outgoing_batch`` call: settings, the session (opened for the first message),
+    and the result stream (opened once the request has shown it is one)."""
+
+    def __init__(self, gateway):
+        self.gateway = gateway
+        self.request = None
+        self.stream = None
+        self.session = None
+        self.failure = None   # why no message can go (a refused login, a bad setting)
+
+    def take(self, element):
+        """Handle one complete element of the request."""
+        from xml.etree.ElementTree import Element
+        if element.tag == "gateway":
+            root = Element("doc")
+            root.append(element)
+            self.request = Request(root, Settings.from_request(root, self.gateway.log.name))
+            return
+        if element.tag == "message" and not element.get("id"):
+            raise InputError("A <message> of the outgoing_batch request has no id attribute", obj="message")
+        if self.stream is None:
+            self.stream = ResultStream()
+        if element.tag == "message":
+            self.stream.result(element.get("id"), self.send(element))
+
+    def send(self, message):
+        if self.failure is None and self.session is None:
+            try:
+                if self.request is None:
+                    raise InputError("The outgoing_batch request has no <gateway> before its messages")
+                self.session = self.gateway.open_batch(self.request)
+            except MgrNotifyError as e:
+                self.gateway.log.error("%s", e.message)
+                self.failure = e.message
+        if self.failure is not None:
+            return self.failure
+        return self.gateway._send_one(self.session, message)
+
+    def close(self):
+        """Close the session and end the results."""
+        if self.session is not None:
+            self.session.close()
+        if self.stream is not None:
+            try:
+                self.stream.close()
+            except CallerGone:
+                pass
 
 
 class ResultStream:

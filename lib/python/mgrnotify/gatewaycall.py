@@ -5,9 +5,10 @@ the gateway's commands with the row (and its ``<xmlparams>``) on stdin, bounds e
 deadline (a gateway that hangs is killed) and turns every way a call can fail -- non-zero exit,
 garbage on stdout, an error document, a missing module -- into a readable reason.
 
-Batches: a gateway that advertises the ``outgoing_batch`` feature takes many messages in one call
-(one server session) and answers one ``<result>`` line per message as soon as it is done; each
-result is acknowledged on a pipe once recorded, and the gateway sends nothing more until then.
+Batches: a gateway that advertises the ``outgoing_batch`` feature gets one long-lived call per
+``process`` run (``BatchChannel``: one server session), fed batch after batch, and answers one
+``<result>`` line per message as soon as it is done; each result is acknowledged on a pipe once
+recorded, and the gateway sends nothing more until then.
 """
 
 import os
@@ -91,7 +92,6 @@ class GatewayModule:
         self.log = log
         self.path = config.path("gate", name)
         self._features = None
-        self._stray = []   # lines of a batch answer that are not results
 
     def check(self):
         """Raise DeliveryError unless the module name is sane and its executable exists."""
@@ -135,93 +135,6 @@ class GatewayModule:
             return e.message
         return _reason(stdout, status, "The gateway " + self.name)
 
-    def outgoing_batch(self, gateway, messages, on_result, timeout=None):
-        """Send ``[(task id, <message> element text)]`` in one call; ``on_result(id, reason or None)``
-        is called for each message as soon as the gateway reports it. Returns the ids left unanswered
-        with the reason (the gateway died, hung, or failed as a whole)."""
-        import subprocess
-        import threading
-        self.check()
-        timeout = timeout or CALL_TIMEOUT + BATCH_TIMEOUT_PER_MESSAGE * len(messages)
-        document = xmlio.document(gateway.xml(), xmlio.element("messages", children=[m for _, m in messages]))
-        ack_read, ack_write = os.pipe()
-        env = dict(os.environ)
-        env[ACK_FD_ENV] = str(ack_read)
-        try:
-            process = subprocess.Popen([self.path, "--command", "outgoing_batch"], stdin=subprocess.PIPE,
-                                       stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, cwd=self.config.root,
-                                       env=env, pass_fds=(ack_read,))
-        finally:
-            os.close(ack_read)
-        writer = threading.Thread(target=_feed, args=(process.stdin, document.encode("utf-8")), daemon=True)
-        writer.start()
-        pending = {task_id for task_id, _ in messages}
-        self._stray = []
-
-        def recorded(task_id, reason):
-            on_result(task_id, reason)
-            os.write(ack_write, b"+")   # only now may the gateway send the next message
-
-        try:
-            output, timed_out = self._read_results(process, pending, recorded, time.time() + timeout)
-        finally:
-            os.close(ack_write)
-        if timed_out:
-            process.kill()
-        status = process.wait()
-        process.stdout.close()
-        if not pending:
-            return {}
-        if timed_out:
-            reason = ("The gateway %s did not finish the batch within %d seconds and was stopped"
-                      % (self.name, timeout))
-        elif self._stray:
-            reason = "The gateway %s answered with something that is not a result: %r" % (
-                self.name, self._stray[0][:200].decode("utf-8", "replace"))
-        elif b"<results>" in output:
-            reason = "The gateway %s stopped (exit status %d) before reporting this message" % (self.name, status)
-        else:
-            reason = (_reason(output, status, "The gateway " + self.name)
-                      or "The gateway %s gave no result for this message" % self.name)
-        return {task_id: reason for task_id in pending}
-
-    def _read_results(self, process, pending, on_result, deadline):
-        import select
-        output = b""
-        buffered = b""
-        stream = process.stdout
-        while True:
-            remaining = deadline - time.time()
-            if remaining <= 0:
-                return output, True
-            ready, _, _ = select.select([stream], [], [], remaining)
-            if not ready:
-                continue
-            chunk = os.read(stream.fileno(), 65536)
-            if not chunk:
-                return output, False
-            output += chunk
-            buffered += chunk
-            lines = buffered.split(b"\n")
-            buffered = lines.pop()
-            for line in lines:
-                self._result_line(line.strip(), pending, on_result)
-
-    def _result_line(self, line, pending, on_result):
-        if not line.startswith(b"<result "):
-            if line and not line.startswith((b"<?xml", b"<doc><results>", b"</results></doc>")):
-                self._stray.append(line)
-            return
-        try:
-            node = xmlio.parse(line, "a result line of " + self.name)
-        except InputError as e:
-            self.log.warning("%s", e.message)
-            return
-        task_id = node.get("id")
-        if task_id in pending:
-            pending.discard(task_id)
-            on_result(task_id, None if node.get("status") == "ok" else (node.text or "failed").strip())
-
     def ingoing(self, gateway, timeout=CALL_TIMEOUT):
         """The messages the gateway fetched: a list of (text, attributes); DeliveryError with the reason."""
         stdout, status = self.run("ingoing", xmlio.document(gateway.xml()), timeout)
@@ -232,10 +145,149 @@ class GatewayModule:
         return [(m.text or "", dict(m.attrib)) for m in root.findall("messages/message")]
 
 
-def _feed(pipe, data):
-    """Write a gateway's stdin in a thread, so a gateway that never reads cannot block the caller."""
+class BatchChannel:
+    """One ``--command outgoing_batch`` process of a gateway, kept for a whole ``process`` run.
+
+    The request is written as the run goes: the ``<gateway>`` first, then each batch's ``<message>``
+    elements; the document is closed at the end of the run. So the gateway holds one server session
+    for the run, however many batches there are. Each result is acknowledged once recorded. A
+    gateway that dies or hangs is stopped; the next batch starts a new one.
+    """
+
+    def __init__(self, module, gateway):
+        self.module = module
+        self.gateway = gateway
+        self.process = None
+        self.ack = None
+        self.buffer = b""
+        self.output = b""
+        self.stray = []
+
+    def _start(self):
+        import subprocess
+        self.module.check()
+        ack_read, self.ack = os.pipe()
+        env = dict(os.environ)
+        env[ACK_FD_ENV] = str(ack_read)
+        try:
+            self.process = subprocess.Popen([self.module.path, "--command", "outgoing_batch"],
+                                            stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                            stderr=subprocess.DEVNULL, cwd=self.module.config.root,
+                                            env=env, pass_fds=(ack_read,))
+        except OSError as e:
+            os.close(self.ack)
+            raise DeliveryError("The gateway %s cannot be run: %s" % (self.module.name, e.strerror))
+        finally:
+            os.close(ack_read)
+        self.buffer, self.output, self.stray = b"", b"", []
+        return '<?xml version="1.0" encoding="UTF-8"?>\n<doc>%s<messages>\n' % self.gateway.xml()
+
+    def send(self, messages, on_result, timeout=None):
+        """Send ``[(id, <message> text)]``; ``on_result(id, reason or None)`` as each is reported.
+
+        Returns {id: reason} for those the gateway did not report (it died, hung, or failed as a whole).
+        """
+        import threading
+        timeout = timeout or CALL_TIMEOUT + BATCH_TIMEOUT_PER_MESSAGE * len(messages)
+        try:
+            head = self._start() if self.process is None else ""
+        except DeliveryError as e:
+            return {message_id: e.message for message_id, _ in messages}
+        data = (head + "".join(text + "\n" for _, text in messages)).encode("utf-8")
+        threading.Thread(target=_write, args=(self.process.stdin, data), daemon=True).start()
+        pending = {message_id for message_id, _ in messages}
+
+        def recorded(message_id, reason):
+            on_result(message_id, reason)
+            os.write(self.ack, b"+")   # only now may the gateway send the next message
+
+        ended, timed_out = self._read_results(pending, recorded, time.time() + timeout)
+        if not pending:
+            return {}
+        reason = self._failure(timed_out, timeout)
+        self._stop()
+        return {message_id: reason for message_id in pending}
+
+    def _failure(self, timed_out, timeout):
+        name = self.module.name
+        if timed_out:
+            return "The gateway %s did not finish the batch within %d seconds and was stopped" % (name, timeout)
+        status = self.process.wait()
+        if self.stray:
+            return "The gateway %s answered with something that is not a result: %r" % (
+                name, self.stray[0][:200].decode("utf-8", "replace"))
+        if b"<results>" in self.output:
+            return "The gateway %s stopped (exit status %d) before reporting this message" % (name, status)
+        return (_reason(self.output, status, "The gateway " + name)
+                or "The gateway %s gave no result for this message" % name)
+
+    def _read_results(self, pending, on_result, deadline):
+        """Read result lines until every pending message is reported; (ended, timed out)."""
+        import select
+        stream = self.process.stdout
+        while pending:
+            remaining = deadline - time.time()
+            if remaining <= 0:
+                return False, True
+            ready, _, _ = select.select([stream], [], [], remaining)
+            if not ready:
+                continue
+            chunk = os.read(stream.fileno(), 65536)
+            if not chunk:
+                return True, False
+            self.output = (self.output + chunk)[-65536:]
+            lines = (self.buffer + chunk).split(b"\n")
+            self.buffer = lines.pop()
+            for line in lines:
+                self._result_line(line.strip(), pending, on_result)
+        return False, False
+
+    def _result_line(self, line, pending, on_result):
+        if not line.startswith(b"<result "):
+            if line and not line.startswith((b"<?xml", b"<doc><results>", b"</results></doc>")):
+                self.stray.append(line)
+            return
+        try:
+            node = xmlio.parse(line, "a result line of " + self.module.name)
+        except InputError as e:
+            self.module.log.warning("%s", e.message)
+            return
+        message_id = node.get("id")
+        if message_id in pending:
+            pending.discard(message_id)
+            on_result(message_id, None if node.get("status") == "ok" else (node.text or "failed").strip())
+
+    def close(self, timeout=30):
+        """End the request document and let the gateway close its session."""
+        import subprocess
+        if self.process is None:
+            return
+        try:
+            self.process.stdin.write(b"</messages></doc>\n")
+            self.process.stdin.close()
+            self.process.wait(timeout)
+        except (OSError, subprocess.TimeoutExpired):
+            pass
+        self._stop()
+
+    def _stop(self):
+        if self.process is not None:
+            if self.process.poll() is None:
+                self.process.kill()
+            self.process.wait()
+            for pipe in (self.process.stdin, self.process.stdout):
+                try:
+                    pipe.close()
+                except OSError:
+                    pass
+            os.close(self.ack)
+        self.process = None
+
+
+def _write(pipe, data):
+    """Write to a gateway's stdin in a thread, so a gateway that never reads cannot block the caller."""
     try:
         pipe.write(data)
-        pipe.close()
-    except OSError:
+        pipe.flush()
+    except (OSError, ValueError):
         pass

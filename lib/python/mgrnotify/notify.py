@@ -5,8 +5,8 @@ holding the address) and ``notify_features``; the base does the rest, for every 
 
 - ``process``: the queue (``queue.TaskQueue``) in batches; each ``<notify>`` of a file rendered
   (``template``), macros replaced, sent through the active outgoing gateway of the notice's provider
-  -- all messages of a batch for one gateway in one call when the gateway advertises
-  ``outgoing_batch`` (one server session), else one ``outgoing`` call per message.
+  -- through one long-lived ``outgoing_batch`` call per gateway for the whole run when the gateway
+  advertises it (one server session), else one ``outgoing`` call per message.
 - ``getmessage --gate ID|all``: each active ingoing gateway's ``ingoing``; every message filed into
   its ticket (``tickets.TicketDesk``), the sender answered through the same gateway otherwise.
 """
@@ -78,7 +78,7 @@ class NotifyModule(Module):
                     done, failed = queue.commit()
                     self.log.info("Batch of %d tasks: %d delivered, %d failed", len(tasks), done, failed)
             finally:
-                sender.ejs.close()
+                sender.close()
 
     # --- getmessage --------------------------------------------------------------------------------------
 
@@ -131,8 +131,15 @@ class _Sender:
         self.gateways = gateways
         self.log = module.log
         self.gateway_modules = {}
+        self.channels = {}   # gateway id -> BatchChannel: one gateway process, one session per run
         from .template import EjsSession
         self.ejs = EjsSession(module.config)   # one node process for the whole run
+
+    def close(self):
+        """End the gateway sessions and the template renderer of this run."""
+        for channel in self.channels.values():
+            channel.close()
+        self.ejs.close()
 
     def send(self, tasks):
         """Render every notice of ``tasks`` and send them, grouped by gateway."""
@@ -204,7 +211,10 @@ class _Sender:
         if batch:
             items = [(m[0], xmlio.element("message", attrs={"id": m[0], "to": m[5]}, children=[
                 xmlio.element("subject", m[6]), xmlio.element("body", m[7])])) for m in messages]
-            for message_id, reason in module.outgoing_batch(gateway, items, record).items():
+            channel = self.channels.get(gateway.id)
+            if channel is None:
+                channel = self.channels[gateway.id] = gatewaycall.BatchChannel(module, gateway)
+            for message_id, reason in channel.send(items, record).items():
                 record(message_id, reason)
             return
         for message_id, task, index, total, notice, contact, subject, text in messages:

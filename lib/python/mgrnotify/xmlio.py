@@ -60,15 +60,25 @@ def parse(data, what="the input"):
     from defusedxml import DefusedXmlException
     from defusedxml.ElementTree import fromstring
     if not data or not data.strip():
-        raise InputError("%s is empty; an XML document was expected" % what.capitalize())
+        raise _empty(what)
     try:
         return fromstring(data, forbid_dtd=True)
-    except DefusedXmlException as e:
-        raise InputError("%s was refused: it carries a DTD or entity declarations (%s), which are not "
-                         "accepted for safety" % (what.capitalize(), type(e).__name__), value=str(e))
-    except ParseError as e:
-        raise InputError("%s is not well-formed XML (%s); check that it is complete and UTF-8 encoded"
-                         % (what.capitalize(), e), value=str(e))
+    except (DefusedXmlException, ParseError) as e:
+        raise _refusal(e, what)
+
+
+def _empty(what):
+    return InputError("%s is empty; an XML document was expected" % what.capitalize())
+
+
+def _refusal(error, what):
+    """The InputError for a parser's complaint: a refused DTD/entity, or XML that is not well-formed."""
+    from defusedxml import DefusedXmlException
+    if isinstance(error, DefusedXmlException):
+        return InputError("%s was refused: it carries a DTD or entity declarations (%s), which are not "
+                          "accepted for safety" % (what.capitalize(), type(error).__name__), value=str(error))
+    return InputError("%s is not well-formed XML (%s); check that it is complete and UTF-8 encoded"
+                      % (what.capitalize(), error), value=str(error))
 
 
 def serialize(root):
@@ -97,3 +107,33 @@ def fields(node):
     if node is None:
         return {}
     return {child.tag: child.text or "" for child in node if isinstance(child.tag, str)}
+
+
+def stream_elements(fd, tags, what="the input on stdin", chunk=65536):
+    """Yield each element named in ``tags`` from the document arriving on file descriptor ``fd``, as soon
+    as it is complete (so a caller can feed a long-lived process). Defused like ``parse``."""
+    import os
+    from xml.etree.ElementTree import ParseError, TreeBuilder, XMLPullParser
+    from defusedxml.ElementTree import DefusedXMLParser
+    from defusedxml import DefusedXmlException
+    parser = XMLPullParser(events=("end",), _parser=DefusedXMLParser(target=TreeBuilder(), forbid_dtd=True))
+    seen_any = False
+    while True:
+        data = os.read(fd, chunk)
+        try:
+            if data:
+                parser.feed(data)
+                seen_any = seen_any or bool(data.strip())
+            else:
+                if not seen_any:
+                    raise _empty(what)
+                parser.close()
+            events = list(parser.read_events())
+        except (DefusedXmlException, ParseError) as e:
+            raise _refusal(e, what)
+        for _, element in events:
+            if element.tag in tags:
+                yield element
+                element.clear()
+        if not data:
+            return
