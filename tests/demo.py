@@ -1,11 +1,15 @@
-"""The local end-to-end demo: a BILLmanager stand-in on loopback, the modules run as BILLmanager runs them.
+"""The local end-to-end demo: a BILLmanager stand-in and real servers on loopback, the modules run exactly
+as BILLmanager runs them.
 
-Every step prints what it did and what it read back from the servers themselves; a failed step says why,
-and the demo exits non-zero. Everything it starts is stopped at the end, whatever happens.
+MariaDB holds the BILLmanager tables; Prosody (XMPP), Dovecot (IMAP), aiosmtpd (SMTP) and a stand-in for
+ePochta's XML interface play the outside world, each with its own self-signed certificate, which the modules
+verify (one bundle in SSL_CERT_FILE). Every step prints what it did and what it read back from the servers
+themselves; a failed step says why and the demo exits non-zero. Everything it starts is stopped at the end.
 """
 
 import os
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -14,7 +18,17 @@ import traceback
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import sandbox as sandboxlib  # noqa: E402
-from mgrnotify import xmlio  # noqa: E402
+from mgrnotify import xmlio, xmpp  # noqa: E402
+
+XSLT_TEMPLATE = (
+    '<xsl:stylesheet version="1.0" xmlns:xsl="http://www.w3.org/1999/XSL/Transform" '
+    'xmlns:mgr="http://ispsystem.com/xslplugin"><xsl:output method="text"/><xsl:template match="/">'
+    'Здравствуйте, {user.realname}! Сервер <xsl:value-of select="doc/item/name"/> будет остановлен '
+    '<xsl:value-of select="mgr:dateformat(doc/item/expiredate, \'%d.%m.%Y\')"/>. Продлите его в {project.name}.'
+    '</xsl:template></xsl:stylesheet>')
+EJS_TEMPLATE = "<%= project.name %>: счёт №<%= invoice.id %> на <%= invoice.amount %> ₽ оплачен. Спасибо!"
+MAIL_SUBJECT = "Счёт №42 оплачен — спасибо!"
+SMS_TEXT = "Demo Hosting: сервер vds-7 будет остановлен завтра. Продлите услугу."
 
 
 class Report:
@@ -28,73 +42,262 @@ class Report:
     def step(self, title, action):
         """Run ``action()``; it returns lines describing what happened, or raises with the reason."""
         self.number += 1
-        print("%2d. %s" % (self.number, title))
+        print("%2d. %s" % (self.number, title), flush=True)
         try:
             for line in action() or []:
                 print("      " + line)
-            print("      ok")
+            print("      ok", flush=True)
             return True
         except Exception as e:
             self.failures += 1
-            print("      FAILED: %s" % e)
+            print("      FAILED: %s" % e, flush=True)
             if os.environ.get("DEMO_DEBUG"):
                 traceback.print_exc()
             return False
 
 
-def features(box):
-    lines = []
-    for module in box.modules():
-        done = box.run(module, "--command", "features")
+class Demo:
+    """The servers, the sandbox and the steps."""
+
+    def __init__(self, folder):
+        self.folder = folder
+        self.started = []   # what to stop, last first
+        self.pids = []
+
+    # --- servers ---------------------------------------------------------------------------------------
+
+    def start_servers(self):
+        import dovecot as dovecotlib
+        import epochta_server
+        import prosody as prosodylib
+        import smtp_server
+        self.mariadb = sandboxlib.MariaDB().start()
+        self.started.append(self.mariadb.stop)
+        self.pids.append(self.mariadb.process.pid)
+        self.xmpp = prosodylib.Prosody().start()
+        self.started.append(self.xmpp.stop)
+        self.pids.append(self.xmpp.process.pid)
+        certs = os.path.join(self.folder, "certs")
+        os.makedirs(certs)
+        cert, key = dovecotlib.make_certificate(certs)
+        self.imap = dovecotlib.Dovecot(cert, key, "imap-demo-password").start()
+        self.started.append(self.imap.stop)
+        self.pids.append(self.imap.process.pid)
+        self.smtp = smtp_server.SMTPServer(cert, key, "billing", "smtp-demo-password", self.imap.maildir).start()
+        self.started.append(self.smtp.stop)
+        self.epochta = epochta_server.EpochtaServer([epochta_server.Account("demo", "sms-demo-password")],
+                                                    tls_folder=certs).start()
+        self.started.append(self.epochta.stop)
+        bundle = os.path.join(certs, "bundle.pem")
+        with open(bundle, "w") as out:
+            for path in (self.xmpp.cert, cert, os.path.join(certs, "localhost.crt")):
+                with open(path) as f:
+                    out.write(f.read())
+        os.environ["SSL_CERT_FILE"] = bundle   # the modules verify every server against these certificates
+        for secret in ("imap-demo-password", "smtp-demo-password", "sms-demo-password"):
+            sandboxlib.remember_secret(secret)
+        return ["MariaDB on %s" % self.mariadb.socket,
+                "Prosody (XMPP) on 127.0.0.1:%d" % self.xmpp.port,
+                "Dovecot (IMAP) on 127.0.0.1:%d, SMTP (aiosmtpd) on 127.0.0.1:%d" % (
+                    self.imap.ports[("imap", "ssl")], self.smtp.ports["starttls"]),
+                "ePochta stand-in on %s" % self.epochta.url]
+
+    def lay_out(self):
+        self.box = sandboxlib.Sandbox(self.folder, self.mariadb)
+        self.started.insert(1, self.box.close)
+        box = self.box
+        self.project = box.add_project("Demo Hosting", "billing@demo.example")
+        self.accounts = {}
+        for name in ("notify", "support", "alice"):
+            password = "%s-xmpp-demo-password" % name
+            sandboxlib.remember_secret(password)
+            self.accounts[name] = (self.xmpp.register("demo" + name, password), password)
+        alice_jid = self.accounts["alice"][0]
+        _, account = box.add_user("alice", project=self.project, realname="Алиса Иванова", email="alice@demo.example",
+                                  phone="+7 (900) 123-45-67", jabber=alice_jid)
+        self.alice = {"id": "1", "name": "alice", "realname": "Алиса Иванова", "email": "alice@demo.example",
+                      "phone": "+7 (900) 123-45-67", "jabber": alice_jid}
+        self.ticket = box.add_ticket(account, "Сервер не отвечает")
+        notify_jid, notify_password = self.accounts["notify"]
+        support_jid, support_password = self.accounts["support"]
+        box.add_gateway("gwjabber", "ntjabber", self.xmpp.settings(notify_jid, notify_password),
+                        project=self.project, name="Jabber out")
+        self.ingoing = box.add_gateway("gwjabber", "ntjabber",
+                                       self.xmpp.settings(support_jid, support_password, ticket_format="#id",
+                                                          receive_window="2"),
+                                       project=self.project, gateway_type=2, name="Jabber in")
+        self.sms_settings = {"login": "demo", "password": "sms-demo-password", "sender": "DemoHost",
+                             "url": self.epochta.url}
+        self.mail_settings = {
+            "email": "billing@demo.example", "from_name": "Demo Hosting", "smtp_host": "127.0.0.1",
+            "smtp_port": str(self.smtp.ports["starttls"]), "smtp_security": "starttls", "smtp_login": "billing",
+            "smtp_password": "smtp-demo-password", "in_protocol": "imap", "in_host": "127.0.0.1",
+            "in_port": str(self.imap.ports[("imap", "ssl")]), "in_security": "ssl", "in_login": "alice@demo.example",
+            "in_password": "imap-demo-password", "timeout": "10"}
+        self.imap.maildir("alice@demo.example")
+        return ["MGR5 root %s, database %s" % (box.root, box.db_name),
+                "provider %d 'Demo Hosting'; user alice (jabber %s, phone %s, email %s); ticket #%d" % (
+                    self.project, alice_jid, self.alice["phone"], self.alice["email"], self.ticket),
+                "gateways: gwjabber outgoing, gwjabber ingoing (#id replies into tickets)"]
+
+    # --- steps -----------------------------------------------------------------------------------------
+
+    def features(self):
+        lines = []
+        for module in self.box.modules():
+            done = self.box.run(module, "--command", "features")
+            if done.returncode != 0:
+                raise RuntimeError("%s --command features exited %d" % (module, done.returncode))
+            root = xmlio.parse(done.stdout)
+            kind = xmlio.text(root, "notify_module") or "contact " + xmlio.text(root, "contact_type")
+            names = [f.get("name") for f in root.findall("features/feature")]
+            lines.append("%-15s %-16s %s" % (module, kind, ", ".join(names) or "-"))
+        return lines
+
+    def jabber(self):
+        box = self.box
+        notice = ("<doc><project><id>%d</id><name>Demo Hosting</name></project><subject>Сервер скоро остановится"
+                  "</subject><item><name>vds-7</name><expiredate>2026-12-01</expiredate></item></doc>" % self.project)
+        box.enqueue("ntjabber", XSLT_TEMPLATE, notice, self.alice, priority=5)
+        invoice = ("<doc><project><id>%d</id><name>Demo Hosting</name></project><invoice><id>42</id>"
+                   "<amount>1 500</amount></invoice></doc>" % self.project)
+        box.enqueue("ntjabber", EJS_TEMPLATE, invoice, self.alice, templatesubject="Оплата получена")
+        queued = box.db.query("SELECT COUNT(*) AS n FROM notifytask")[0]["n"]
+        done = box.run("notify/ntjabber", "--command", "process")
         if done.returncode != 0:
-            raise RuntimeError("%s --command features exited %d: %s" % (module, done.returncode, done.stdout))
-        root = xmlio.parse(done.stdout)
-        names = [f.get("name") for f in root.findall("features/feature")]
-        kind = xmlio.text(root, "notify_module") or xmlio.text(root, "contact_type")
-        lines.append("%-16s %-10s %s" % (module, kind, ", ".join(names)))
-    return lines or ["(no modules in gate/ or notify/ yet)"]
+            raise RuntimeError("process exited %d: %s" % (done.returncode, done.stdout.decode()))
+        left = box.db.query("SELECT id, err_info FROM notifytask")
+        jid, password = self.accounts["alice"]
+        with xmpp.XMPPClient(jid, host="127.0.0.1", port=self.xmpp.port, timeout=10) as client:
+            client.connect()
+            client.login(password)
+            received = client.receive(2, 2)
+        if len(received) != 2 or left:
+            raise RuntimeError("alice received %d of 2 messages; the queue holds %s" % (len(received), left))
+        lines = ["queued 2 notifications (XSLT and EJS templates) in notifytask: %s rows" % queued,
+                 "ran notify/ntjabber --command process: exit 0, %d rows left" % len(left),
+                 "alice's Jabber client received:"]
+        lines += ["  from %s, subject '%s': %s" % (xmpp.bare_jid(s), subject, body) for s, body, subject in received]
+        return lines
+
+    def sms(self):
+        request = sandboxlib.gateway_request(self.sms_settings, SMS_TEXT, user={"phone": self.alice["phone"]},
+                                             project={"id": str(self.project), "name": "Demo Hosting"})
+        done = self.box.run("gate/gwepochta", "--command", "outgoing", input=request)
+        if done.returncode != 0:
+            raise RuntimeError(xmlio.text(xmlio.parse(done.stdout), "error/msg"))
+        root = self.epochta.documents()[-1]
+        return ["ran gate/gwepochta --command outgoing (as BILLmanager's ntsms does): exit 0",
+                "the ePochta stand-in received over HTTPS: operation %s, number %s, sender %s" % (
+                    root.findtext("operations/operation"), root.findtext("numbers/number"),
+                    root.findtext("message/sender")),
+                "text: %s" % root.findtext("message/text")]
+
+    def mail(self):
+        request = sandboxlib.gateway_request(self.mail_settings, "Здравствуйте, Алиса!\n\nСчёт №42 на 1 500 ₽ "
+                                             "оплачен.\n\n-- \nDemo Hosting", user={"email": self.alice["email"],
+                                                                                    "realname": "Алиса Иванова"},
+                                             project={"name": "Demo Hosting", "email": "billing@demo.example"},
+                                             subject=MAIL_SUBJECT)
+        done = self.box.run("gate/gwmail", "--command", "outgoing", input=request)
+        if done.returncode != 0:
+            raise RuntimeError(xmlio.text(xmlio.parse(done.stdout), "error/msg"))
+        fetched = self.box.run("gate/gwmail", "--command", "ingoing",
+                               input=sandboxlib.gateway_request(self.mail_settings))
+        if fetched.returncode != 0:
+            raise RuntimeError(xmlio.text(xmlio.parse(fetched.stdout), "error/msg"))
+        import base64
+        import email
+        from email.header import decode_header, make_header
+        messages = xmlio.parse(fetched.stdout).findall("messages/message")
+        if not messages:
+            raise RuntimeError("the mailbox was empty after the SMTP delivery")
+        node = messages[-1]
+        raw = node.text or ""
+        data = base64.b64decode(raw) if node.get("encoding") == "base64" else raw.encode("utf-8")
+        mail = email.message_from_bytes(data)
+        subject = str(make_header(decode_header(mail["Subject"])))
+        if subject != MAIL_SUBJECT:
+            raise RuntimeError("the subject came back as %r" % subject)
+        return ["ran gate/gwmail --command outgoing: SMTP with STARTTLS to 127.0.0.1:%d, exit 0"
+                % self.smtp.ports["starttls"],
+                "ran gate/gwmail --command ingoing: IMAP over TLS, %d message(s) from alice's mailbox" % len(messages),
+                "From: %s | Sender: %s" % (mail["From"], mail["Sender"]),
+                "Subject (decoded): %s" % subject]
+
+    def reply(self):
+        jid, password = self.accounts["alice"]
+        support = self.accounts["support"][0]
+        text = "#%d Спасибо, сервер снова отвечает!" % self.ticket
+        with xmpp.XMPPClient(jid, host="127.0.0.1", port=self.xmpp.port, timeout=10) as client:
+            client.connect()
+            client.login(password)
+            client.send(support, text)
+            client.ping()
+        done = self.box.run("notify/ntjabber", "--command", "getmessage", "--gate", "all")
+        if done.returncode != 0:
+            raise RuntimeError(xmlio.text(xmlio.parse(done.stdout), "error/msg"))
+        calls = [c for c in self.box.mgrctl_calls() if c["func"] == "clientticket.edit"]
+        if not calls:
+            raise RuntimeError("no clientticket.edit call reached mgrctl")
+        p = calls[-1]["params"]
+        return ["alice wrote to %s over Jabber: %s" % (support, text),
+                "ran notify/ntjabber --command getmessage --gate all: exit 0",
+                "sbin/mgrctl was called: clientticket.edit elid=%s su=%s message=%s" % (
+                    p["elid"], p["su"], p["message"])]
+
+    def queue_after(self):
+        rows = self.box.db.query("SELECT COUNT(*) AS n FROM notifytask")[0]["n"]
+        leaks = self.box.leaks()
+        if leaks:
+            raise RuntimeError("a password appears in what the modules wrote: %s" % leaks)
+        logs = sorted(self.box.logs())
+        return ["notifytask rows: %s" % rows, "module logs: %s (no password in any of them)" % ", ".join(logs)]
+
+    def stop(self):
+        for stop in reversed(self.started):
+            try:
+                stop()
+            except Exception as e:
+                print("      (stopping: %s)" % e)
+        alive = [pid for pid in self.pids if _alive(pid)]
+        return alive
+
+
+def _alive(pid):
+    try:
+        os.kill(pid, 0)
+    except OSError:
+        return False
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            return f.read().split()[2] != "Z"
+    except OSError:
+        return False
 
 
 def main():
     report = Report()
-    workdir = tempfile.mkdtemp(prefix="mgrnotify-demo-")
-    mariadb = sandboxlib.MariaDB()
-    box = None
+    folder = tempfile.mkdtemp(prefix="mgrnotify-demo-")
+    demo = Demo(folder)
+    print("BILLmanager notification plugins: the local end-to-end demo (everything on 127.0.0.1, in %s)\n" % folder)
     try:
-        print("BILLmanager notification plugins: local end-to-end demo (everything on loopback, in %s)\n" % workdir)
-        if not report.step("Start MariaDB, the BILLmanager database", lambda: [
-                "socket %s" % mariadb.start().socket]):
-            return 1
-        holder = {}
-
-        def lay_out():
-            holder["box"] = sandboxlib.Sandbox(workdir, mariadb)
-            return ["MGR5 root %s" % holder["box"].root, "etc/billmgr.conf -> database %s" % holder["box"].db_name]
-
-        if not report.step("Lay out a sandbox MGR5 root with the BILLmanager schema", lay_out):
-            return 1
-        box = holder["box"]
-        report.step("Ask every module for its features, as BILLmanager does", lambda: features(box))
-
-        def queue():
-            project = box.add_project("Demo Hosting", "billing@demo.example")
-            box.add_user("alice", project=project, email="alice@demo.example", phone="+7 (900) 123-45-67",
-                         jabber="alice@localhost")
-            task = box.enqueue("ntjabber", "<%= project.name %>: your server expires tomorrow",
-                               "<doc><project><id>%d</id><name>Demo Hosting</name></project></doc>" % project,
-                               {"name": "alice", "jabber": "alice@localhost"})
-            rows = box.db.query("SELECT id, modulename, filename FROM notifytask")
-            return ["task %s: %s %s" % (r["id"], r["modulename"], r["filename"]) for r in rows if int(r["id"]) == task]
-
-        report.step("Queue a notification (file under var/notify, row in notifytask)", queue)
+        if report.step("Start the servers: the BILLmanager database and the outside world", demo.start_servers) \
+                and report.step("Lay out a sandbox MGR5 root: provider, user, ticket, gateways", demo.lay_out):
+            report.step("Ask every module for its features, as BILLmanager does", demo.features)
+            report.step("Jabber: queue two notifications, run ntjabber process, read them as alice", demo.jabber)
+            report.step("SMS: gwepochta outgoing, read back from the ePochta stand-in", demo.sms)
+            report.step("Mail: gwmail outgoing with a Cyrillic subject, then ingoing over IMAP", demo.mail)
+            report.step("Reply: alice answers '#ticket ...' over Jabber, getmessage files it", demo.reply)
+            report.step("What the queue and the logs hold afterwards", demo.queue_after)
     finally:
-        if box is not None:
-            box.close()
-        mariadb.stop()
-        shutil.rmtree(workdir, ignore_errors=True)
-    elapsed = time.time() - report.started
-    print("\n%d step(s), %d failed, %.1f s. Every process started was stopped; %s removed."
-          % (report.number, report.failures, elapsed, workdir))
+        alive = demo.stop()
+        shutil.rmtree(folder, ignore_errors=True)
+    if alive:
+        report.failures += 1
+        print("\nStill running after the stop: %s" % alive)
+    print("\n%d steps, %d failed, %.1f s. Every server the demo started is stopped; %s is removed."
+          % (report.number, report.failures, time.time() - report.started, folder))
     return 1 if report.failures else 0
 
 

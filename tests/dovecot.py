@@ -58,6 +58,12 @@ namespace inbox {{
   inbox = yes
   separator = /
 }}
+# No growing delay (up to 15 s) for logins from an address after failed ones: tests fail logins on purpose.
+service anvil {{
+  unix_listener anvil-auth-penalty {{
+    mode = 0
+  }}
+}}
 service imap-login {{
   inet_listener imap {{
     address = 127.0.0.1

@@ -7,8 +7,8 @@ maildir ``maildir_of(address)`` gives (the Dovecot test server's), so a test can
 read back with IMAP or POP3.
 """
 
+import logging
 import mailbox
-import os
 import ssl
 
 from aiosmtpd.controller import Controller
@@ -50,7 +50,8 @@ class Authenticator:
 
     def __call__(self, server, session, envelope, mechanism, auth_data):
         self.attempts.append(auth_data.login)
-        return AuthResult(success=(auth_data.login, auth_data.password) == (self.login, self.password))
+        ok = (auth_data.login, auth_data.password) == (self.login, self.password)
+        return AuthResult(success=ok, handled=False)   # not handled: aiosmtpd answers 535 itself
 
 
 class SMTPServer:
@@ -66,6 +67,8 @@ class SMTPServer:
 
     def start(self):
         """Start both listeners (each ready when this returns)."""
+        # aiosmtpd 1.4 warns about its own deprecated Session.login_data on every successful AUTH.
+        logging.getLogger("mail.log").setLevel(logging.ERROR)
         common = dict(hostname="127.0.0.1", authenticator=self.authenticator, server_hostname="localhost")
         self.ports = {"starttls": free_port(), "ssl": free_port()}
         self.controllers = [

@@ -1,7 +1,6 @@
 """The db module against a real MariaDB: hostile values survive byte for byte and harm nothing."""
 
 import os
-import stat
 
 import pytest
 
@@ -125,30 +124,30 @@ def test_connection_failures_are_readable(sandbox, change, words):
     assert sandbox.DB_PASSWORD not in caught.value.message
 
 
-def test_credentials_never_on_the_command_line(sandbox):
+def test_credentials_never_on_the_command_line_nor_on_disk(sandbox):
+    import glob
+    import subprocess
+    import tempfile
     database = dblib.Database(sandbox.db_settings)
     seen = []
-    import subprocess
     real_run = subprocess.run
 
     def spy(args, **kwargs):
-        seen.append(list(args))
-        defaults = args[1].split("=", 1)[1]
-        seen.append(stat.S_IMODE(os.stat(defaults).st_mode))
+        seen.append((list(args), kwargs.get("pass_fds")))
         return real_run(args, **kwargs)
 
+    before = set(glob.glob(os.path.join(tempfile.gettempdir(), "*")))
     subprocess.run = spy
     try:
         assert database.query("SELECT CURRENT_USER() AS u")[0]["u"].startswith(sandbox.db_user + "@")
     finally:
         subprocess.run = real_run
-    args, mode = seen
-    assert args[1].startswith("--defaults-file=")
-    assert mode == 0o600
+    (args, fds), = seen
+    assert args[1] == "--defaults-file=/dev/fd/%d" % fds[0]
     assert not any(sandbox.DB_PASSWORD in a or sandbox.db_user in a for a in args)
-    path = args[1].split("=", 1)[1]
-    database.close()
-    assert not os.path.exists(path)
+    assert set(glob.glob(os.path.join(tempfile.gettempdir(), "*"))) <= before, "nothing is written to disk"
+    with pytest.raises(OSError):
+        os.fstat(fds[0])   # the pipe is closed after the call
 
 
 def test_timeout_is_a_readable_error(sandbox):

@@ -210,9 +210,9 @@ def test_looks_like_html(text, expected):
 def test_message_text_is_exact(raw, as_text):
     text, attrs = message_text(raw)
     if as_text is None:
-        assert attrs == {"encoding": "base64"} and base64.b64decode(text) == raw
+        assert attrs.get("encoding") == "base64" and base64.b64decode(text) == raw
     else:
-        assert attrs is None and text == as_text
+        assert "encoding" not in attrs and text == as_text
         # what an XML reader gets back is the same text
         assert xmlio.parse(xmlio.document(xmlio.element("message", text))).find("message").text == as_text
 
@@ -288,10 +288,14 @@ def test_html_goes_out_with_a_text_part(sandbox, servers, user):
     assert content(plain) == "Счёт\n\nОплатите здесь <https://billing.example/pay?id=42&x=1>.\n"
 
 
-def test_a_complete_mail_keeps_its_headers(sandbox, servers, user):
+@pytest.mark.parametrize("mime, options", [
+    ("", []),   # no MIME header: the body is encoded like any other (base64)
+    ("Content-Type: text/plain; charset=utf-8\nContent-Transfer-Encoding: 8bit\n", ["BODY=8BITMIME"]),
+])
+def test_a_complete_mail_keeps_its_headers(sandbox, servers, user, mime, options):
     hidden = servers.new_user()
     complete = ("From: Поддержка <support@provider.example>\nSubject: Своя тема\nX-Ticket: 42\n"
-                "To: someone-else@mail.example\nBcc: %s@mail.example\n\nТекст письма\n" % hidden)
+                "To: someone-else@mail.example\nBcc: %s@mail.example\n%s\nТекст письма\n" % (hidden, mime))
     settings = params(servers, user)
     to = user + "@mail.example"
     assert send(sandbox, settings, to, message=complete, subject="ignored").returncode == 0
@@ -301,11 +305,13 @@ def test_a_complete_mail_keeps_its_headers(sandbox, servers, user):
     assert mail["Bcc"] is None and str(mail["To"]) == "Иван Петров <%s>" % to
     assert mail["Sender"].addresses[0].addr_spec == GATEWAY_MAILBOX
     assert content(mail) == "Текст письма\n"
-    assert [e.rcpt_tos for e in delivered_to(servers, to)] == [[to]]
+    [envelope] = delivered_to(servers, to)
+    assert envelope.rcpt_tos == [to]
+    assert [option for option in envelope.mail_options if option.startswith("BODY=")] == options
     assert stored(servers, hidden) == 0, "a Bcc inside the text is not a recipient"
 
 
-@pytest.mark.parametrize("newline", ["\r\n", "\n", "\r", "\u2028", "\x0b"])
+@pytest.mark.parametrize("newline", ["\r\n", "\n", "\r", "\u2028", "\x85"])
 def test_line_breaks_in_subject_or_names_add_no_header(sandbox, servers, user, newline):
     to = user + "@mail.example"
     spy = servers.new_user()
@@ -387,7 +393,8 @@ def test_verify_tls_off_accepts_the_self_signed_servers(sandbox, servers, user, 
     done, mails = fetch(sandbox, settings)
     assert len(mails) == 1
     settings["verify_tls"] = "on"
-    kind, obj, sentence = error_of(fetch(sandbox, settings)[0])
+    kind, obj, sentence = error_of(sandbox.run(MODULE, "--command", "ingoing",
+                                               input=sandboxlib.gateway_request(settings)))
     assert kind == "connect" and obj == "imap" and "IMAP server" in sentence and "certificate" in sentence
 
 
@@ -404,12 +411,15 @@ FORM_FIELDS = ("email", "smtp_host", "smtp_password", "in_protocol", "in_passwor
     ("imap", {"in_password": "wrong"}, "IMAP server"),
     ("pop3", {"in_password": "wrong"}, "POP3 server"),
     ("pop3", {"in_port": "down"}, "POP3 server"),
+    ("pop3", {"in_port": "imap"}, "did not greet like a POP3 server"),
     ("imap", {"in_folder": "Нет такой"}, "IMAP server"),
 ])
 def test_check_connection(sandbox, servers, user, inbound, change, side):
     settings = params(servers, user, inbound=inbound, **change)
     if settings.get("in_port") == "down":
         settings["in_port"] = str(free_port())
+    elif settings.get("in_port") == "imap":
+        settings["in_port"] = str(servers.dovecot.ports[("imap", "ssl")])
     done = sandbox.run(MODULE, "--command", "check_connection",
                        input=sandboxlib.check_connection_request(settings, FORM_FIELDS))
     if side is None:
@@ -464,6 +474,18 @@ def test_eight_bit_and_broken_mail_survive(sandbox, servers, user, inbound):
     assert encodings == [None, "base64", "base64"]
 
 
+@pytest.mark.parametrize("header, sender", [
+    ("From: =?utf-8?b?0JjQstCw0L0=?= <ivan@example.com>", "ivan@example.com"),
+    ("From: ivan@example.com (Ivan)", "ivan@example.com"),
+    ("From: \"Петров, Иван\" <Ivan.Petrov@example.com>", "Ivan.Petrov@example.com"),
+    ("X-No-From: yes", ""),
+])
+def test_ingoing_names_each_sender(sandbox, servers, user, header, sender):
+    drop_mail(servers, user, ("%s\nSubject: hi\n\nbody\n" % header).encode("utf-8"))
+    done = sandbox.run(MODULE, "--command", "ingoing", input=sandboxlib.gateway_request(params(servers, user)))
+    assert [m.get("from") for m in xmlio.parse(done.stdout).findall("messages/message")] == [sender]
+
+
 def test_missing_folder_is_named(sandbox, servers, user):
     done, _ = sandbox.run(MODULE, "--command", "ingoing", input=sandboxlib.gateway_request(
         params(servers, user, in_folder="Архив"))), None
@@ -514,14 +536,18 @@ def test_ingoing_needs_a_protocol(sandbox, servers, user):
 
 # --- the form, and secrets -----------------------------------------------------------------------------------
 
-def test_formtune_fills_the_choice_lists(sandbox):
-    form = xmlio.document(xmlio.element("metadata", attrs={"name": "gateway.gwmail"}))
+def test_formtune_fills_the_choice_lists_and_defaults(sandbox):
+    form = xmlio.document(xmlio.element("metadata", attrs={"name": "gateway.gwmail"}),
+                          xmlio.element("slist", attrs={"name": "in_after"}, children=[xmlio.element("msg", "old")]),
+                          xmlio.element("in_limit", "5"), xmlio.element("timeout"))
     done = sandbox.run(MODULE, "--command", "formtune", input=form)
     root = xmlio.parse(done.stdout)
-    lists = {s.get("name"): [v.text for v in s.findall("val")] for s in root.findall("slist")}
+    lists = {s.get("name"): [v.text for v in s.findall("msg")] for s in root.findall("slist")}
     assert lists == {"smtp_security": ["ssl", "starttls", "none"], "in_protocol": ["imap", "pop3", "none"],
                      "in_security": ["ssl", "starttls", "none"], "in_after": ["seen", "delete"]}
     assert root.find("metadata") is not None
+    values = {name: xmlio.text(root, name) for name in ("in_limit", "timeout", "smtp_security", "verify_tls")}
+    assert values == {"in_limit": "5", "timeout": "30", "smtp_security": "ssl", "verify_tls": "on"}
 
 
 def test_passwords_never_leak_at_debug_level(sandbox, servers, user):
@@ -535,7 +561,7 @@ def test_passwords_never_leak_at_debug_level(sandbox, servers, user):
                                 input=sandboxlib.check_connection_request(settings, FORM_FIELDS)))
     wrong = params(servers, user, smtp_password="Wrong-" + SMTP_PASSWORD, in_password="Wrong-" + IMAP_PASSWORD)
     runs.append(send(sandbox, wrong, user + "@mail.example"))
-    runs.append(fetch(sandbox, wrong)[0])
+    runs.append(sandbox.run(MODULE, "--command", "ingoing", input=sandboxlib.gateway_request(wrong)))
     assert [r.returncode for r in runs] == [0] * 6 + [1, 1]
     logs = sandbox.logs()
     assert "DEBUG input:" in logs["gwmail.log"] and "message headers:" in logs["gwmail.log"]

@@ -3,12 +3,12 @@
 No driver is needed on the server: the client BILLmanager itself depends on is always there. The
 connection settings (``DBHost``, ``DBUser``, ``DBPassword``, ``DBName``, ``DBSocket``, ``DBPort`` of
 billmgr.conf) go into a temporary defaults file only the owner can read -- never onto the command
-line, where ``ps`` would show them. Statements go to the client on stdin; values are bound here
+line, where ``ps`` would show them, and never onto the disk. Statements go to the client on stdin; values are bound here
 (``?`` placeholders) as hexadecimal literals, so no value can change a statement's meaning.
 Results are read in the client's ``--xml`` form, where tabs, newlines, NULL and any text survive
 (one exception: the client writes a NUL byte inside a value as a space).
 
-subprocess, tempfile and re are imported where used: a module importing this one must still
+subprocess and re are imported where used: a module importing this one must still
 answer ``--command features`` without paying for them.
 """
 
@@ -129,7 +129,6 @@ class Database:
         self.settings = settings
         self.timeout = timeout
         self.calls = 0
-        self._defaults = None
         self._client = None
 
     @classmethod
@@ -144,30 +143,19 @@ class Database:
         return "user '%s' at %s (database '%s')" % (
             self.settings.get("DBUser", ""), where, self.settings.get("DBName", ""))
 
-    def _defaults_file(self):
-        if self._defaults is None:
-            lines = ["[client]", "default-character-set=utf8mb4", "connect-timeout=%d" % CONNECT_TIMEOUT]
-            for key, option in (("DBHost", "host"), ("DBUser", "user"), ("DBPassword", "password"),
-                                ("DBSocket", "socket"), ("DBPort", "port")):
-                if self.settings.get(key):
-                    lines.append("%s=%s" % (option, _option(self.settings[key])))
-            if self.settings.get("DBName"):
-                lines += ["[mysql]", "database=%s" % _option(self.settings["DBName"])]
-            import tempfile
-            fd, path = tempfile.mkstemp(prefix="mgrnotify-db-", suffix=".cnf")   # mode 0600
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                f.write("\n".join(lines) + "\n")
-            self._defaults = path
-        return self._defaults
+    def _defaults(self):
+        """The option file's text: the connection settings, credentials included."""
+        lines = ["[client]", "default-character-set=utf8mb4", "connect-timeout=%d" % CONNECT_TIMEOUT]
+        for key, option in (("DBHost", "host"), ("DBUser", "user"), ("DBPassword", "password"),
+                            ("DBSocket", "socket"), ("DBPort", "port")):
+            if self.settings.get(key):
+                lines.append("%s=%s" % (option, _option(self.settings[key])))
+        if self.settings.get("DBName"):
+            lines += ["[mysql]", "database=%s" % _option(self.settings["DBName"])]
+        return ("\n".join(lines) + "\n").encode("utf-8")
 
     def close(self):
-        """Remove the temporary defaults file."""
-        if self._defaults:
-            try:
-                os.unlink(self._defaults)
-            except OSError:
-                pass
-            self._defaults = None
+        """Nothing to release: each call is its own client process (kept for ``with`` blocks)."""
 
     def __enter__(self):
         return self
@@ -175,24 +163,31 @@ class Database:
     def __exit__(self, *exc):
         self.close()
 
-    def __del__(self):
-        self.close()
-
     def run_script(self, script):
         """Run SQL text in one client call; return its raw ``--xml`` output."""
         if self._client is None:
             self._client = find_client()
         import subprocess
-        args = [self._client, "--defaults-file=" + self._defaults_file(), "--xml", "--batch"]
+        # The option file is a pipe the client reads as /dev/fd/N: credentials never touch the disk
+        # (a killed run leaves no file behind) and never appear in the argument list.
+        defaults = self._defaults()
+        read_end, write_end = os.pipe()
+        try:
+            os.write(write_end, defaults)   # far below a pipe's capacity: never blocks
+        finally:
+            os.close(write_end)
+        args = [self._client, "--defaults-file=/dev/fd/%d" % read_end, "--xml", "--batch"]
         self.calls += 1
         try:
             done = subprocess.run(args, input=script.encode("utf-8"), stdout=subprocess.PIPE,
-                                  stderr=subprocess.PIPE, timeout=self.timeout)
+                                  stderr=subprocess.PIPE, timeout=self.timeout, pass_fds=(read_end,))
         except subprocess.TimeoutExpired:
             raise DatabaseError("The database (%s) did not answer within %d seconds"
                                 % (self.describe(), self.timeout))
         except OSError as e:
             raise DatabaseError("Cannot run the database client %s: %s" % (self._client, e))
+        finally:
+            os.close(read_end)
         if done.returncode != 0:
             raise self._error(done.stderr.decode("utf-8", "replace").strip())
         return done.stdout

@@ -12,7 +12,6 @@ from email.headerregistry import Address
 from email.message import EmailMessage
 from email.parser import Parser
 from email.utils import formatdate, make_msgid
-from html.parser import HTMLParser
 
 # All we generate is 7-bit (base64 or quoted-printable bodies, encoded words in headers): every relay takes it.
 POLICY = email.policy.SMTP.clone(cte_type="7bit")
@@ -75,62 +74,10 @@ def looks_like_html(text):
         and text[-1:] == ">" and "</" in text
 
 
-class _TextOfHTML(HTMLParser):
-    """The readable text of an HTML body, for the plain-text part of a multipart/alternative mail."""
-
-    BLOCKS = frozenset("p div br tr li h1 h2 h3 h4 h5 h6 table ul ol blockquote pre hr".split())
-    HIDDEN = frozenset(["head", "script", "style", "title"])
-
-    def __init__(self):
-        super().__init__(convert_charrefs=True)
-        self.parts = []
-        self.hidden = 0
-        self.link = None
-
-    def handle_starttag(self, tag, attrs):
-        if tag in self.HIDDEN:
-            self.hidden += 1
-        elif tag in self.BLOCKS:
-            self.parts.append("\n- " if tag == "li" else "\n")
-        elif tag == "a":
-            self.link = (dict(attrs).get("href") or "", len(self.parts))
-
-    def handle_endtag(self, tag):
-        if tag in self.HIDDEN:
-            self.hidden = max(0, self.hidden - 1)
-        elif tag in self.BLOCKS:
-            self.parts.append("\n")
-        elif tag == "a" and self.link:
-            href, start = self.link
-            if href and not href.startswith("#") and href not in "".join(self.parts[start:]):
-                self.parts.append(" <%s>" % href)
-            self.link = None
-
-    def handle_data(self, data):
-        if not self.hidden:
-            self.parts.append(data)
-
-    def text(self):
-        """The collected text: words of a line joined by one space, at most one empty line in a row."""
-        lines = [" ".join(line.split()) for line in "".join(self.parts).split("\n")]
-        out = []
-        for line in lines:
-            if line or (out and out[-1]):
-                out.append(line)
-        return "\n".join(out).strip() + "\n"
-
-
-def html_to_text(html):
-    """A plain-text rendering of ``html``."""
-    parser = _TextOfHTML()
-    parser.feed(html)
-    parser.close()
-    return parser.text()
-
-
 def _set_body(message, text):
     """Make ``text`` the message's content: HTML as multipart/alternative with a text part, else plain text."""
     if looks_like_html(text):
+        from .htmltext import html_to_text   # here: html.parser is needed by HTML mail only
         message.set_content(html_to_text(text))
         message.add_alternative(text, subtype="html")
         for part in message.iter_parts():
@@ -191,5 +138,10 @@ def compose(text, subject, recipient, author, sender=None):
 
 
 def to_bytes(message):
-    """The message as SMTP sends it (CRLF line ends); ASCII unless a complete mail brought 8-bit text."""
-    return message.as_string().encode("utf-8")
+    """The message as SMTP sends it, with CRLF line ends; ASCII unless a complete mail brought 8-bit text.
+
+    Generated with LF and only then turned into CRLF: Python 3.6 folds encoded words wrongly with CRLF.
+    """
+    import re
+    text = message.as_string(policy=message.policy.clone(linesep="\n"))
+    return re.sub(r"\r\n|\r|\n", "\r\n", text).encode("utf-8")

@@ -40,9 +40,10 @@ class MailboxFolderError(MailboxError, ConfigError):
 class Mailbox:
     """The shared part of the IMAP and POP3 mailboxes: address, failures, ``with``."""
 
-    #: the protocol's name in sentences; its usual ports by security mode
+    #: the protocol's name in sentences; its usual ports by security mode; its library's error classes
     protocol = None
     PORTS = {}
+    PROTOCOL_ERRORS = ()
 
     def __init__(self, host, port=None, security="ssl", timeout=30, verify_tls=True):
         self.host = host
@@ -61,7 +62,10 @@ class Mailbox:
         if isinstance(error, MgrNotifyError):
             return error
         where = "The %s server %s" % (self.protocol, self.address)
-        if isinstance(error, self.PROTOCOL_ERRORS):
+        if isinstance(error, self.PROTOCOL_ERRORS) and doing == "connecting":
+            text = ("%s did not greet like a %s server (%s); check the port and the security mode (%s)"
+                    % (where, self.protocol, _text(error), self.ports_hint()))
+        elif isinstance(error, self.PROTOCOL_ERRORS):
             text = "%s failed while %s: %s" % (where, doing, _text(error))
         elif netfail.kind(error):
             text = "%s %s" % (where, netfail.explain(error, self.timeout, self.ports_hint()))
@@ -74,6 +78,13 @@ class Mailbox:
         return MailboxConnectError("The %s server %s refused the login for user '%s' (%s); check the incoming "
                                    "mail login and password" % (self.protocol, self.address, user, _text(error)),
                                    obj=self.protocol.lower(), value=self.address)
+
+    def _call(self, doing, method, *args):
+        """``method(*args)`` (a call of imaplib or poplib) with its failures turned into MailboxErrors."""
+        try:
+            return method(*args)
+        except Exception as e:
+            raise self.failure(e, doing)
 
     def __enter__(self):
         self.connect()
@@ -175,13 +186,6 @@ class IMAPMailbox(Mailbox):
         except (OSError, imaplib.IMAP4.error):
             self.imap.shutdown()
         self.imap = None
-
-    def _call(self, doing, method, *args):
-        """``method(*args)`` with failures turned into MailboxErrors; (status, data) as imaplib gives them."""
-        try:
-            return method(*args)
-        except Exception as e:
-            raise self.failure(e, doing)
 
     def _ok(self, doing, method, *args):
         """The data of a command that must answer OK."""
@@ -289,13 +293,6 @@ class POP3Mailbox(Mailbox):
             listing.append((fields[0], fields[1] if len(fields) > 1 else fields[0]))
         return listing
 
-    def _call(self, doing, method, *args):
-        """``method(*args)`` with failures turned into MailboxErrors."""
-        try:
-            return method(*args)
-        except Exception as e:
-            raise self.failure(e, doing)
-
 
 class SeenList:
     """The UIDs of POP3 messages already handed on, one per line in a file (POP3 has no "seen" flag)."""
@@ -345,13 +342,14 @@ def imap_folder_name(name):
 
 
 def message_text(raw):
-    """How one fetched mail travels in ``<message>``: (text, attributes).
+    """How one fetched mail travels in ``<message>``: (text, attributes), ``from`` being its sender's address.
 
     [ours] The mail's own text when it is UTF-8 (ASCII included) that XML can carry exactly, with its
     line ends as LF (an XML parser turns CRLF into LF anyway); otherwise -- 8-bit text in another
     charset, broken bytes, a stray CR, mixed line ends, characters XML 1.0 forbids -- base64 of the
     exact bytes, marked ``encoding="base64"``.
     """
+    attrs = {"from": sender_address(raw)}
     unix = raw.replace(b"\r\n", b"\n")
     if b"\r" not in unix and (unix == raw or raw.count(b"\n") == raw.count(b"\r\n")):
         try:
@@ -359,8 +357,16 @@ def message_text(raw):
         except UnicodeDecodeError:
             text = None
         if text is not None and xmlio.clean(text) == text:
-            return text, None
-    return base64.b64encode(raw).decode("ascii"), {"encoding": "base64"}
+            return text, attrs
+    attrs["encoding"] = "base64"
+    return base64.b64encode(raw).decode("ascii"), attrs
+
+
+def sender_address(raw):
+    """The address in a raw mail's From header ('' if there is none), for consumers that file mail by sender."""
+    from email.parser import BytesHeaderParser
+    from email.utils import parseaddr
+    return parseaddr(str(BytesHeaderParser().parsebytes(raw).get("From", "")))[1]
 
 
 def _uid_set(uids):

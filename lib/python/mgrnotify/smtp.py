@@ -45,10 +45,10 @@ class SMTPSession:
         """Open the connection and secure it as the security mode says."""
         try:
             if self.security == "ssl":
-                self.smtp = smtplib.SMTP_SSL(self.host, self.port, timeout=self.timeout,
+                self.smtp = smtplib.SMTP_SSL(self.host, self.port, local_hostname=ehlo_name(), timeout=self.timeout,
                                              context=tls_context(self.verify_tls))
                 return
-            self.smtp = smtplib.SMTP(self.host, self.port, timeout=self.timeout)
+            self.smtp = smtplib.SMTP(self.host, self.port, local_hostname=ehlo_name(), timeout=self.timeout)
             if self.security == "starttls":
                 self.smtp.ehlo()
                 if not self.smtp.has_extn("starttls"):
@@ -133,6 +133,9 @@ class SMTPSession:
         if isinstance(error, MgrNotifyError):
             return error
         where = "The SMTP server %s" % self.address
+        # smtplib reports a read that timed out or failed as "Connection unexpectedly closed"; the cause is kept.
+        if isinstance(error, smtplib.SMTPServerDisconnected) and netfail.kind(error.__context__):
+            error = error.__context__
         if isinstance(error, smtplib.SMTPServerDisconnected):
             text = ("%s closed the connection while %s; check that the security mode matches the port (%s)"
                     % (where, doing, PORTS_HINT))
@@ -145,6 +148,16 @@ class SMTPSession:
         else:
             return error
         return SMTPConnectError(text, obj="smtp", value=self.address)
+
+
+def ehlo_name():
+    """The name to greet the server with: the host name when it is fully qualified.
+
+    Otherwise None, and smtplib asks DNS for the FQDN (which can take seconds on a host with broken DNS).
+    """
+    import socket
+    name = socket.gethostname()
+    return name if "." in name else None
 
 
 def _text(text):
