@@ -81,6 +81,7 @@ class Module:
         config = Config(mgr5_root(script))
         name = cls.name or os.path.basename(script)
         log = open_log(config, name)
+        module = None
         try:
             options = parse_arguments(argv)
             module = cls(config, log, options)
@@ -108,4 +109,15 @@ class Module:
         except OSError as e:
             log.error("Cannot write the answer to stdout: %s", e)
             status = status or errors.EXIT_FAILURE
+        if module is not None:
+            try:
+                module.finish(status == errors.EXIT_OK)
+            except Exception as e:   # the answer is out: a second document would corrupt it
+                log.exception("After the answer was written: %s", e)
         return status
+
+    def finish(self, answered):
+        """Called once the answer is written and flushed; ``answered`` is True when the command succeeded.
+
+        The place for what must happen only after BILLmanager has the answer (marking fetched mail read).
+        """
