@@ -9,7 +9,6 @@ themselves; a failed step says why and the demo exits non-zero. Everything it st
 
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 import time

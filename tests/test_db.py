@@ -4,7 +4,6 @@ import os
 
 import pytest
 
-import sandbox as sandboxlib
 from mgrnotify import db as dblib
 from mgrnotify.errors import DatabaseError
 

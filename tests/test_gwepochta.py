@@ -10,7 +10,7 @@ import pytest
 
 import sandbox as sandboxlib
 from epochta_server import Account, EpochtaServer, free_port
-from mgrnotify import epochta, errors, httppost, sms, xmlio
+from mgrnotify import epochta, errors, sms, tls, xmlio
 
 MODULE = "gate/gwepochta"
 LOGIN = "hoster"
@@ -212,7 +212,7 @@ def test_connection_failures(sandbox, server, tls_server, url, words):
 
 def trust_stores(tls_folder):
     """CA store environments: the system's own; the stand-in's certificate as a bundle file (loaded whole);
-    as a hashed folder (looked up lazily, the way httppost.tls_context prefers)."""
+    as a hashed folder (looked up lazily, the way tls.context prefers)."""
     cert = os.path.join(tls_folder, "localhost.crt")
     hashed = os.path.join(tls_folder, "hashed")
     if not os.path.isdir(hashed):
@@ -267,7 +267,7 @@ def test_tls_context_reads_a_hashed_folder_lazily(monkeypatch, tls_folder, store
         monkeypatch.delenv(name, raising=False)
         if value is not None:
             monkeypatch.setenv(name, value)
-    context = httppost.tls_context()
+    context = tls.context()
     assert context.check_hostname and context.verify_mode == ssl.CERT_REQUIRED
     assert (context.cert_store_stats()["x509"] > 0) == loaded_at_once
 

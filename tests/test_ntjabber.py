@@ -4,7 +4,6 @@ from Jabber into tickets -- every module run as BILLmanager runs it, in the sand
 import itertools
 import os
 import socket
-import threading
 
 import pytest
 
@@ -35,7 +34,7 @@ def notice(project, **parts):
     return "<doc><project><id>%s</id><name>Хостинг Плюс</name></project>%s</doc>" % (project, body)
 
 
-def read_messages(server, jid, password, window=3, count=100):
+def read_messages(server, jid, password, window=1, count=100):
     with xmpp.XMPPClient(jid, host="127.0.0.1", port=server.port, cafile=server.cert, timeout=5) as client:
         client.connect()
         client.login(password)

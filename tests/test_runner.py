@@ -1,6 +1,5 @@
 """The command-line protocol, run the way BILLmanager runs modules: subprocesses in a sandbox MGR5 root."""
 
-import json
 import os
 import re
 import subprocess

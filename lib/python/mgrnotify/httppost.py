@@ -7,10 +7,9 @@ turns that off. Every failure becomes a ``PostError`` (a ``ConnectError``) whose
 service, the address and what to check; the address is shown without any user:password part.
 """
 
-import os
 import time
 
-from . import netfail
+from . import netfail, tls
 from .errors import ConfigError, ConnectError
 
 FORM = "application/x-www-form-urlencoded"
@@ -76,12 +75,12 @@ class WebService:
 
     def __init__(self, url, timeout, verify_tls=True, service="the service", setting="url"):
         from urllib.parse import urlsplit
-        parts = urlsplit(url.strip())
         try:
-            port = parts.port
+            parts = urlsplit(url.strip())
+            port = parts.port   # both raise ValueError for a malformed address: "http://[::1", a port of letters
         except ValueError:
-            port = -1
-        if parts.scheme not in ("http", "https") or not parts.hostname or port == -1:
+            parts, port = None, -1
+        if parts is None or parts.scheme not in ("http", "https") or not parts.hostname or port == -1:
             raise ConfigError("The %s setting '%s' is not an http:// or https:// address" % (setting, url),
                               obj=setting)
         self.scheme, self.host = parts.scheme, parts.hostname
@@ -122,7 +121,7 @@ class WebService:
         import http.client
         if self.scheme == "https":
             connection = http.client.HTTPSConnection(self.host, self.port, timeout=self.timeout,
-                                                     context=tls_context(self.verify_tls))
+                                                     context=tls.context(self.verify_tls))
         else:
             connection = http.client.HTTPConnection(self.host, self.port, timeout=self.timeout)
         try:
@@ -201,28 +200,3 @@ class WebService:
 
     def __exit__(self, *exc):
         self.close()
-
-
-def tls_context(verify=True):
-    """A client TLS context: the system's CA store, hostname checked; no checks at all when ``verify`` is off."""
-    import ssl
-    if not verify:
-        context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-        context.check_hostname = False
-        context.verify_mode = ssl.CERT_NONE
-        return context
-    paths = ssl.get_default_verify_paths()
-    # Loading the CA bundle file costs ~20 ms on every run; a hashed CA folder (Debian's /etc/ssl/certs)
-    # is read lazily, one issuer at a time. RHEL's folder has no hashes: there the bundle is loaded.
-    if not os.environ.get(paths.openssl_cafile_env) and _hashed_ca_folder(paths.capath):
-        return ssl.create_default_context(capath=paths.capath)
-    return ssl.create_default_context()
-
-
-def _hashed_ca_folder(path):
-    """True if ``path`` is a CA folder with OpenSSL's hash links (``5ad8a5d6.0``)."""
-    try:
-        names = os.listdir(path) if path else ()
-    except OSError:
-        return False
-    return any(len(n) == 10 and n.endswith(".0") for n in names)

@@ -14,9 +14,8 @@ import poplib
 import re
 import socket
 
-from . import netfail, xmlio
+from . import netfail, tls, xmlio
 from .errors import ConfigError, ConnectError, MgrNotifyError
-from .httppost import tls_context
 
 SECURITY_MODES = ("ssl", "starttls", "none")
 
@@ -113,11 +112,11 @@ class IMAPMailbox(Mailbox):
         socket.setdefaulttimeout(self.timeout)
         try:
             if self.security == "ssl":
-                self.imap = imaplib.IMAP4_SSL(self.host, self.port, ssl_context=tls_context(self.verify_tls))
+                self.imap = imaplib.IMAP4_SSL(self.host, self.port, ssl_context=tls.context(self.verify_tls))
             else:
                 self.imap = imaplib.IMAP4(self.host, self.port)
                 if self.security == "starttls":
-                    self.imap.starttls(ssl_context=tls_context(self.verify_tls))
+                    self.imap.starttls(ssl_context=tls.context(self.verify_tls))
         except Exception as e:
             self.close()
             raise self.failure(e, "connecting")
@@ -217,11 +216,11 @@ class POP3Mailbox(Mailbox):
         try:
             if self.security == "ssl":
                 self.pop = poplib.POP3_SSL(self.host, self.port, timeout=self.timeout,
-                                           context=tls_context(self.verify_tls))
+                                           context=tls.context(self.verify_tls))
             else:
                 self.pop = poplib.POP3(self.host, self.port, timeout=self.timeout)
                 if self.security == "starttls":
-                    self.pop.stls(context=tls_context(self.verify_tls))
+                    self.pop.stls(context=tls.context(self.verify_tls))
         except Exception as e:
             self.close()
             raise self.failure(e, "connecting")

@@ -8,9 +8,8 @@ becomes an ``SMTPError`` whose sentence names the server, what went wrong and wh
 
 import smtplib
 
-from . import netfail
+from . import netfail, tls
 from .errors import ConfigError, ConnectError, DeliveryError, MgrNotifyError
-from .httppost import tls_context
 
 SECURITY_MODES = ("ssl", "starttls", "none")
 PORTS = {"ssl": 465, "starttls": 587, "none": 25}
@@ -46,7 +45,7 @@ class SMTPSession:
         try:
             if self.security == "ssl":
                 self.smtp = smtplib.SMTP_SSL(self.host, self.port, local_hostname=ehlo_name(), timeout=self.timeout,
-                                             context=tls_context(self.verify_tls))
+                                             context=tls.context(self.verify_tls))
                 return
             self.smtp = smtplib.SMTP(self.host, self.port, local_hostname=ehlo_name(), timeout=self.timeout)
             if self.security == "starttls":
@@ -56,7 +55,7 @@ class SMTPSession:
                         "The SMTP server %s does not offer STARTTLS; set the security mode to ssl if the port "
                         "expects TLS from the start (%s), or to none for a relay without TLS"
                         % (self.address, PORTS_HINT), obj="smtp", value=self.address)
-                self.smtp.starttls(context=tls_context(self.verify_tls))
+                self.smtp.starttls(context=tls.context(self.verify_tls))
                 self.smtp.ehlo()
         except Exception as e:
             self.close()

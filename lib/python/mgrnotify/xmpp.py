@@ -29,7 +29,7 @@ import unicodedata
 from xml.etree.ElementTree import Element
 from xml.parsers import expat
 
-from . import srv
+from . import srv, tls
 from .errors import ConnectError, DeliveryError
 from .xmlio import escape, escape_attr
 
@@ -514,10 +514,7 @@ class XMPPClient:
                         "that the server is running" % (self.domain, "; ".join(problems)))
 
     def _start_tls(self, deadline):
-        context = ssl.create_default_context(cafile=self.cafile)
-        if not self.verify_tls:
-            context.check_hostname = False
-            context.verify_mode = ssl.CERT_NONE
+        context = tls.context(self.verify_tls, self.cafile)
         if self.tls == "direct":
             context.set_alpn_protocols(["xmpp-client"])   # XEP-0368
         self.sock.settimeout(self._remaining(deadline, "starting TLS"))
