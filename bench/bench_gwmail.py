@@ -15,7 +15,7 @@ import tempfile
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import timing  # noqa: E402
-from dovecot import make_certificate  # noqa: E402
+from localnet import make_certificate  # noqa: E402
 from mgrnotify import xmlio  # noqa: E402
 from sandbox import gateway_request  # noqa: E402
 from smtp_server import SMTPServer  # noqa: E402

@@ -17,6 +17,7 @@ import traceback
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import sandbox as sandboxlib  # noqa: E402
+from localnet import make_certificate  # noqa: E402
 from mgrnotify import xmlio, xmpp  # noqa: E402
 
 XSLT_TEMPLATE = (
@@ -78,7 +79,7 @@ class Demo:
         self.pids.append(self.xmpp.process.pid)
         certs = os.path.join(self.folder, "certs")
         os.makedirs(certs)
-        cert, key = dovecotlib.make_certificate(certs)
+        cert, key = make_certificate(certs)   # one certificate for Dovecot, SMTP and the ePochta stand-in
         self.imap = dovecotlib.Dovecot(cert, key, "imap-demo-password").start()
         self.started.append(self.imap.stop)
         self.pids.append(self.imap.process.pid)
@@ -89,7 +90,7 @@ class Demo:
         self.started.append(self.epochta.stop)
         bundle = os.path.join(certs, "bundle.pem")
         with open(bundle, "w") as out:
-            for path in (self.xmpp.cert, cert, os.path.join(certs, "localhost.crt")):
+            for path in (self.xmpp.cert, cert):
                 with open(path) as f:
                     out.write(f.read())
         os.environ["SSL_CERT_FILE"] = bundle   # the modules verify every server against these certificates

@@ -14,22 +14,11 @@ import subprocess
 import tempfile
 import time
 
-
-def free_port():
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+from localnet import free_port
 
 
-def make_certificate(folder):
-    """A self-signed certificate for localhost and 127.0.0.1 in ``folder``; (cert path, key path)."""
-    cert, key = os.path.join(folder, "cert.pem"), os.path.join(folder, "key.pem")
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
-                    "-nodes", "-days", "3650", "-subj", "/CN=localhost",
-                    "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1", "-keyout", key, "-out", cert],
-                   stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, check=True)
-    return cert, key
+
+
 
 
 CONFIG = """\

@@ -11,36 +11,22 @@ Every request is recorded in ``requests``.
 
 import hashlib
 import json
-import os
-import socket
 import ssl
-import subprocess
 import threading
 import xml.etree.ElementTree as ET
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from socketserver import ThreadingMixIn
 from urllib.parse import parse_qs
 
+from localnet import make_certificate
+
 CREDITS_PER_PART = 1
 SENDER_LETTERS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789")
 HANG_LIMIT = 30   # seconds a hanging answer waits at most, so a forgotten server never blocks a test run
 
 
-def make_certificate(folder):
-    """A self-signed certificate for localhost and 127.0.0.1 in ``folder``; (certificate, key) paths."""
-    cert, key = os.path.join(folder, "localhost.crt"), os.path.join(folder, "localhost.key")
-    if not os.path.exists(cert):
-        subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "30",
-                        "-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1",
-                        "-keyout", key, "-out", cert], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, check=True)
-    return cert, key
 
 
-def free_port():
-    """A port of 127.0.0.1 nobody listens on (closed again at once: connecting to it is refused)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def sender_ok(sender):

@@ -23,6 +23,8 @@ import time
 
 import pytest
 
+from localnet import free_port, make_certificate
+
 DOMAIN = "localhost"
 DOMAIN_SHA256 = "sha256.localhost"
 DOMAIN_PLAIN = "plain.localhost"
@@ -48,11 +50,6 @@ VirtualHost "{domain_plain}"
 """
 
 
-def free_port():
-    """A TCP port of 127.0.0.1 that nothing listens on right now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Prosody:
@@ -68,11 +65,7 @@ class Prosody:
 
     def start(self, timeout=20):
         """Write the config and certificate, start the server, wait until both ports accept."""
-        subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "3650",
-                        "-subj", "/CN=" + DOMAIN, "-addext",
-                        "subjectAltName=DNS:%s,DNS:%s,DNS:%s" % (DOMAIN, DOMAIN_SHA256, DOMAIN_PLAIN),
-                        "-keyout", os.path.join(self.dir, "localhost.key"), "-out", self.cert],
-                       stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, check=True)
+        make_certificate(self.dir, (DOMAIN, DOMAIN_SHA256, DOMAIN_PLAIN))
         os.makedirs(os.path.join(self.dir, "data"))
         with open(self.config, "w") as f:
             f.write(_CONFIG.format(dir=self.dir, port=self.port, tls_port=self.tls_port, domain=DOMAIN,

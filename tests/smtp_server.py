@@ -14,7 +14,7 @@ import ssl
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult
 
-from dovecot import free_port
+from localnet import free_port
 
 
 class Delivery:

@@ -9,7 +9,8 @@ from urllib.parse import quote_plus
 import pytest
 
 import sandbox as sandboxlib
-from epochta_server import Account, EpochtaServer, free_port
+from epochta_server import Account, EpochtaServer
+from localnet import free_port
 from mgrnotify import epochta, errors, sms, tls, xmlio
 
 MODULE = "gate/gwepochta"

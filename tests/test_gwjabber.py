@@ -12,7 +12,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import sandbox as sandboxlib  # noqa: E402
 from mgrnotify import xmlio, xmpp  # noqa: E402
 import prosody as prosodylib  # noqa: E402
-from prosody import free_port  # noqa: E402
+from localnet import free_port  # noqa: E402
 
 prosody = prosodylib.prosody   # the fixture: one Prosody for this file
 

@@ -17,7 +17,8 @@ import subprocess
 import pytest
 
 import sandbox as sandboxlib
-from dovecot import Dovecot, free_port, make_certificate
+from dovecot import Dovecot
+from localnet import free_port, make_certificate
 from mgrnotify import errors, xmlio
 from mgrnotify.mail import looks_like_html, looks_like_mail, mail_address
 from mgrnotify.mailbox import imap_folder_name, message_text

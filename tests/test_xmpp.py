@@ -14,7 +14,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from mgrnotify import srv, xmpp  # noqa: E402
 import prosody as prosodylib  # noqa: E402
-from prosody import DOMAIN, DOMAIN_PLAIN, DOMAIN_SHA256, free_port  # noqa: E402
+from localnet import free_port  # noqa: E402
+from prosody import DOMAIN, DOMAIN_PLAIN, DOMAIN_SHA256  # noqa: E402
 
 prosody = prosodylib.prosody   # the fixture: one Prosody for this file
 
