@@ -31,11 +31,7 @@ LOGIN, PASSWORD = "bench", "bench-password"
 def main():
     timing.compile_library()
     with tempfile.TemporaryDirectory() as root:
-        # a minimal MGR5 root, so the runs' log goes there and not into the checkout
-        os.makedirs(os.path.join(root, "gate"))
-        os.symlink(os.path.join(timing.REPO, "lib"), os.path.join(root, "lib"))
-        module = os.path.join(root, "gate", "gwepochta")
-        os.symlink(os.path.join(timing.REPO, "gate", "gwepochta"), module)
+        module, = timing.mgr5_root(root, "gate/gwepochta")
         plain = EpochtaServer([Account(LOGIN, PASSWORD, credits=10 ** 6)]).start()
         tls = EpochtaServer([Account(LOGIN, PASSWORD, credits=10 ** 6)], tls_folder=root).start()
         try:

@@ -39,10 +39,7 @@ def request(port, security):
 def main():
     timing.compile_library()
     with tempfile.TemporaryDirectory() as root:
-        os.makedirs(os.path.join(root, "gate"))
-        os.symlink(os.path.join(timing.REPO, "lib"), os.path.join(root, "lib"))
-        module = os.path.join(root, "gate", "gwmail")
-        os.symlink(os.path.join(timing.REPO, "gate", "gwmail"), module)
+        module, = timing.mgr5_root(root, "gate/gwmail")
         cert, key = make_certificate(root)
         maildir = os.path.join(root, "Maildir")
         mailbox.Maildir(maildir, create=True).close()

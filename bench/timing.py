@@ -22,6 +22,18 @@ def compile_library():
     subprocess.run(["/usr/bin/python3", "-m", "compileall", "-q", os.path.join(REPO, "lib", "python")], check=True)
 
 
+def mgr5_root(folder, *modules):
+    """A minimal MGR5 root in ``folder`` with ``modules`` (e.g. "gate/gwmail") linked in, so the runs' logs go
+    there and not into the checkout; the paths of the modules in it."""
+    os.symlink(os.path.join(REPO, "lib"), os.path.join(folder, "lib"))
+    paths = []
+    for module in modules:
+        os.makedirs(os.path.join(folder, os.path.dirname(module)), exist_ok=True)
+        paths.append(os.path.join(folder, module))
+        os.symlink(os.path.join(REPO, module), paths[-1])
+    return paths
+
+
 def wall(command, runs=40, input=b"", cwd=None, env=None):
     """Median wall time in seconds of ``command`` over ``runs`` runs (after two warm-up runs)."""
     times = []

@@ -14,7 +14,7 @@ import subprocess
 import tempfile
 import time
 
-from localnet import free_port
+from localnet import free_port, stop_process
 
 
 
@@ -131,11 +131,5 @@ class Dovecot:
 
     def stop(self):
         """Stop the server (by the process id it was started with) and remove its folder."""
-        if self.process and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_process(self.process)
         shutil.rmtree(self.dir, ignore_errors=True)

@@ -21,3 +21,14 @@ def make_certificate(folder, names=("localhost",)):
                         "-subj", "/CN=" + names[0], "-addext", "subjectAltName=" + alt, "-keyout", key, "-out", cert],
                        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, check=True)
     return cert, key
+
+
+def stop_process(process, timeout=10):
+    """Stop a server started by the tests: SIGTERM, then SIGKILL after ``timeout`` seconds."""
+    if process is not None and process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()

@@ -23,7 +23,7 @@ import time
 
 import pytest
 
-from localnet import free_port, make_certificate
+from localnet import free_port, make_certificate, stop_process
 
 DOMAIN = "localhost"
 DOMAIN_SHA256 = "sha256.localhost"
@@ -113,13 +113,7 @@ class Prosody:
 
     def stop(self):
         """Stop the server it started and remove its folder."""
-        if self.process and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_process(self.process)
         if self.process:
             self.output.close()
         shutil.rmtree(self.dir, ignore_errors=True)

@@ -22,6 +22,7 @@ import time
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(REPO, "lib", "python"))
 
+from localnet import stop_process  # noqa: E402
 from mgrnotify import db as dblib  # noqa: E402
 from mgrnotify import xmlio  # noqa: E402
 
@@ -101,13 +102,7 @@ class MariaDB:
 
     def stop(self):
         """Stop the server and remove its folder."""
-        if self.process and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_process(self.process, 30)
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
