@@ -31,7 +31,7 @@ else
 endif
 
 bench: deps
-	$(PYTHON) bench/run.py
+	$(PYTHON) bench/run.py --write
 
 rpm:
 	rpm/build

@@ -21,7 +21,7 @@ import timing  # noqa: E402  (puts tests/ and lib/python on sys.path)
 
 import sandbox as sandboxlib  # noqa: E402
 from epochta_server import Account, EpochtaServer  # noqa: E402
-from mgrnotify import httppost  # noqa: E402
+from mgrnotify import tls as tlslib  # noqa: E402
 
 GOAL = 2.5
 RUNS = 40
@@ -43,22 +43,20 @@ def main():
                 request = sandboxlib.gateway_request(settings, "Your invoice #42 is ready",
                                                      user={"phone": "+380 97 292 00 00"}).encode("utf-8")
                 value, base = timing.compare([module, "--command", "outgoing"], runs=RUNS, input=request, cwd=root)
-                print(timing.row(name, value, base, GOAL))
-            value, base = timing.compare([module, "--command", "features"], runs=RUNS, cwd=root)
-            print(timing.row("features (start-up only)", value, base, GOAL))
+                print(timing.row("gwepochta " + name, value, base, GOAL))
             floor = ["/usr/bin/python3", "-c", "import http.client, xml.etree.ElementTree"]
             value, base = timing.compare(floor, runs=RUNS)
-            print(timing.row("floor: import http.client, xml.etree.ElementTree", value, base, GOAL))
+            print(timing.row("gwepochta floor: import http.client, xml.etree.ElementTree", value, base, None))
             print("\nSMS accepted by the stand-ins: %d" % sum(len(s.requests) for s in (plain, tls)))
         finally:
             plain.stop()
             tls.stop()
-    # SSL_CERT_FILE names a bundle to load, which tls_context() then honours: measure as on a server, without it.
+    # SSL_CERT_FILE names a bundle to load, which tls.context() then honours: measure as on a server, without it.
     saved = os.environ.pop("SSL_CERT_FILE", None)
     try:
-        print("Verifying TLS context (SSL_CERT_FILE unset), median of 20 in this process: httppost.tls_context() "
+        print("Verifying TLS context (SSL_CERT_FILE unset), median of 20 in this process: tls.context() "
               "%.1f ms, ssl.create_default_context() %.1f ms"
-              % (in_process(httppost.tls_context), in_process(ssl.create_default_context)))
+              % (in_process(tlslib.context), in_process(ssl.create_default_context)))
     finally:
         if saved is not None:
             os.environ["SSL_CERT_FILE"] = saved

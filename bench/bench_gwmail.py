@@ -59,7 +59,7 @@ def main():
                     continue
                 value, base = timing.compare([module, "--command", "outgoing"], runs=RUNS, input=doc, cwd=root,
                                              env=env)
-                print(timing.row("outgoing, smtp_security %s" % security, value, base, GOAL))
+                print(timing.row("gwmail outgoing, smtp_security %s" % security, value, base, GOAL))
             print("\n%d mails delivered during the run" % len(server.handler.envelopes))
         finally:
             server.stop()

@@ -55,7 +55,9 @@ def compare(command, runs=40, input=b"", cwd=None, env=None):
 
 
 def row(name, value, baseline, goal):
-    """One line of a benchmark table: figure, baseline, ratio, goal, met or not."""
+    """One line of a benchmark table: figure, baseline, ratio, goal (None: for information), met or not."""
     ratio = value / baseline
+    if goal is None:
+        return "| %s | %.1f ms | %.1f ms | %.2f× | | |" % (name, value * 1000, baseline * 1000, ratio)
     return "| %s | %.1f ms | %.1f ms | %.2f× | ≤ %.1f× | %s |" % (
         name, value * 1000, baseline * 1000, ratio, goal, "met" if ratio <= goal else "missed")
