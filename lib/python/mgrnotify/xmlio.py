@@ -63,7 +63,7 @@ def parse(data, what="the input"):
         raise _empty(what)
     try:
         return fromstring(data, forbid_dtd=True)
-    except (DefusedXmlException, ParseError) as e:
+    except (DefusedXmlException, ParseError, ValueError, LookupError) as e:   # the last two: an unusable encoding=
         raise _refusal(e, what)
 
 
@@ -129,7 +129,7 @@ def stream_elements(fd, tags, what="the input on stdin", chunk=65536):
                     raise _empty(what)
                 parser.close()
             events = list(parser.read_events())
-        except (DefusedXmlException, ParseError) as e:
+        except (DefusedXmlException, ParseError, ValueError, LookupError) as e:
             raise _refusal(e, what)
         for _, element in events:
             if element.tag in tags:
