@@ -145,9 +145,28 @@ class Sandbox:
             real = shutil.which(name)
             if not real:
                 continue
+            failing = ""
+            if name in ("mariadb", "mysql"):
+                # fail_database_after(): the first N calls work, the later ones fail as if the server went away
+                failing = ('if [ -f "{limit}" ]; then c=$(( $(cat "{count}" 2>/dev/null || echo 0) + 1 )); '
+                           'echo $c > "{count}"; if [ $c -gt $(cat "{limit}") ]; then '
+                           'echo "ERROR 2013 (HY000): Lost connection to server during query" >&2; exit 1; fi; fi\n'
+                           ).format(limit=os.path.join(self.var, "db-fail-after"),
+                                    count=os.path.join(self.var, "db-calls"))
             with open(os.path.join(self.shims, name), "w") as f:
-                f.write('#!/bin/sh\nprintf "%%s\\n" "%s $*" >> "%s"\nexec "%s" "$@"\n' % (name, record, real))
+                f.write('#!/bin/sh\nprintf "%%s\\n" "%s $*" >> "%s"\n%sexec "%s" "$@"\n'
+                        % (name, record, failing, real))
             os.chmod(os.path.join(self.shims, name), 0o755)
+
+    def fail_database_after(self, calls):
+        """Make the modules' database client fail after ``calls`` more calls (None: work again)."""
+        limit, count = self.path("var", "db-fail-after"), self.path("var", "db-calls")
+        for path in (limit, count):
+            if os.path.exists(path):
+                os.unlink(path)
+        if calls is not None:
+            with open(limit, "w") as f:
+                f.write("%d\n" % calls)
 
     def install(self, script, folder="gate"):
         """Put a stand-in module (a script of tests/stand-ins) into the sandbox; its module path."""

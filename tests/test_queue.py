@@ -9,6 +9,8 @@ import time
 
 import pytest
 
+import sandbox as sandboxlib
+
 from mgrnotify import xmlio
 
 XSLT = ('<xsl:stylesheet version="1.0" xmlns:xsl="http://www.w3.org/1999/XSL/Transform">'
@@ -261,3 +263,75 @@ def test_unknown_ingoing_gateway_is_an_error(desk):
     done = desk.run("notify/ntjabber", "--command", "getmessage", "--gate", "9999")
     assert done.returncode == 1
     assert b"There is no active ingoing gateway 9999 of ntjabber" in done.stdout
+
+
+# --- more faults --------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("batch", [True, False], ids=["outgoing_batch", "one call per message"])
+def test_a_hanging_gateway_is_stopped_after_its_timeout_and_the_rest_goes(queue, batch):
+    if not batch:
+        open(queue.path("var", "gwrecord.nobatch"), "w").close()
+    queue.db.execute("UPDATE gateway SET xmlparams = ?",
+                     (sandboxlib.xmlio.document(sandboxlib.xmlio.element("timeout", "1")),))
+    queue.enqueue("ntjabber", "before", notice(queue.project), queue.user)
+    hung = queue.enqueue("ntjabber", "hang", notice(queue.project), queue.user)
+    queue.enqueue("ntjabber", "after", notice(queue.project), queue.user)
+    done = process(queue)
+    assert done.returncode == 0
+    assert [d["body"] for d in delivered(queue)] == ["before", "after"]
+    left = tasks(queue)
+    assert [int(t["id"]) for t in left] == [hung]
+    assert "within 1" in left[0]["err_info"] and "was stopped" in left[0]["err_info"]
+
+
+@pytest.mark.parametrize("body", ["exit", "garbage"])
+def test_a_gateway_dying_on_one_message_costs_only_that_message(queue, body):
+    queue.enqueue("ntjabber", "first", notice(queue.project), queue.user)
+    culprit = queue.enqueue("ntjabber", body, notice(queue.project), queue.user)
+    queue.enqueue("ntjabber", "third", notice(queue.project), queue.user)
+    assert process(queue).returncode == 0
+    assert [d["body"] for d in delivered(queue)] == ["first", "third"]
+    assert [int(t["id"]) for t in tasks(queue)] == [culprit]
+
+
+@pytest.mark.parametrize("content", [b"", b"   ", b"not xml at all", b"<doc><notify>", b"<doc/>",
+                                     b"<!DOCTYPE doc [<!ENTITY x SYSTEM 'file:///etc/passwd'>]><doc>&x;</doc>",
+                                     b"\xff\xfe<doc/>"])
+def test_a_bad_notification_file_is_a_readable_failure(queue, content):
+    bad = queue.enqueue("ntjabber", "x", notice(queue.project), queue.user)
+    with open(queue.path(tasks(queue)[0]["filename"]), "wb") as f:
+        f.write(content)
+    queue.enqueue("ntjabber", "good", notice(queue.project), queue.user)
+    assert process(queue).returncode == 0
+    assert [d["body"] for d in delivered(queue)] == ["good"]
+    left = tasks(queue)
+    assert [int(t["id"]) for t in left] == [bad]
+    assert "notification file" in left[0]["err_info"] and "root:" not in left[0]["err_info"]
+
+
+def test_the_database_going_away_mid_run_loses_nothing(queue):
+    """The mysql client fails from its 4th call on (as when the server goes away); the next run, with the
+    database back, finishes the job: every notification delivered exactly once."""
+    queue.enqueue_many([dict(modulename="ntjabber", template="d%d" % i, notice_xml=notice(queue.project),
+                             user=queue.user) for i in range(250)])
+    queue.fail_database_after(4)
+    done = process(queue)
+    assert done.returncode == 1
+    assert b"Lost connection" in done.stdout
+    first = [d["body"] for d in delivered(queue)]
+    assert 0 < len(first) < 250
+    queue.fail_database_after(None)
+    assert process(queue).returncode == 0
+    bodies = [d["body"] for d in delivered(queue)]
+    assert sorted(bodies) == sorted("d%d" % i for i in range(250))
+    assert tasks(queue) == []
+
+
+def test_the_database_down_at_start_is_a_readable_error(queue):
+    queue.enqueue("ntjabber", "x", notice(queue.project), queue.user)
+    queue.fail_database_after(0)
+    done = process(queue)
+    assert done.returncode == 1
+    assert b"Cannot reach the database server" in done.stdout
+    queue.fail_database_after(None)
+    assert len(tasks(queue)) == 1 and delivered(queue) == []

@@ -15,15 +15,19 @@ import os
 import time
 
 from . import xmlio
-from .errors import DeliveryError, InputError
+from .errors import DeliveryError, InputError, MgrNotifyError
 from .gateway import ACK_FD_ENV
 
 BATCH_FEATURE = "outgoing_batch"
 # gateway_type values [ours, from ISPsystem's example form]: 1 outgoing, 2 ingoing.
 OUTGOING, INGOING = "1", "2"
-# A bound on one gateway call [ours]: the gateway's own network timeouts come first; this one catches a hang.
-CALL_TIMEOUT = 120
-BATCH_TIMEOUT_PER_MESSAGE = 2
+# How long one gateway call may take before it is stopped [ours]: the gateway's own network timeout (its
+# setting ``timeout``) comes first; this bound catches a gateway that hangs. It allows that timeout for each
+# step (connect, TLS, login, answer), the receive window of ``ingoing``, a margin, and a little per message.
+DEFAULT_STEP_TIMEOUT = 30
+CALL_STEPS = 4
+CALL_MARGIN = 5
+PER_MESSAGE = 1
 _VALID_NAME = set("abcdefghijklmnopqrstuvwxyz0123456789_-")
 
 
@@ -41,6 +45,26 @@ class GatewayRow:
     def describe(self):
         """``gateway 3 (gwjabber)``, for messages."""
         return "gateway %s (%s)" % (self.id, self.module or "no module")
+
+    def settings(self):
+        """The gateway's settings (its ``xmlparams``); DeliveryError when they are not a readable document."""
+        from .settings import Settings
+        text = self.row.get("xmlparams") or ""
+        try:
+            values = xmlio.fields(xmlio.parse(text, "the settings of " + self.describe())) if text.strip() else {}
+        except InputError as e:
+            raise DeliveryError(e.message)
+        return Settings(values, self.module)
+
+    def call_timeout(self, messages=1):
+        """Seconds one call of this gateway may take before it is stopped (see CALL_STEPS)."""
+        try:
+            settings = self.settings()
+            step = settings.number("timeout", DEFAULT_STEP_TIMEOUT, 1)
+            window = settings.number("receive_window", 0, 0)
+        except MgrNotifyError:   # the gateway itself will say what is wrong with its settings
+            step, window = DEFAULT_STEP_TIMEOUT, 0
+        return CALL_MARGIN + CALL_STEPS * step + window + PER_MESSAGE * messages
 
     def xml(self):
         """The ``<gateway>`` element BILLmanager passes to a gateway: the row, xmlparams as text."""
@@ -126,18 +150,18 @@ class GatewayModule:
             self._features = [f.get("name") for f in root.findall("features/feature")]
         return self._features
 
-    def outgoing(self, gateway, request_children, timeout=CALL_TIMEOUT):
+    def outgoing(self, gateway, request_children):
         """Send one message (``--command outgoing``); None on success, else the reason."""
         document = xmlio.document(gateway.xml(), *request_children)
         try:
-            stdout, status = self.run("outgoing", document, timeout)
+            stdout, status = self.run("outgoing", document, gateway.call_timeout())
         except DeliveryError as e:
             return e.message
         return _reason(stdout, status, "The gateway " + self.name)
 
-    def ingoing(self, gateway, timeout=CALL_TIMEOUT):
+    def ingoing(self, gateway):
         """The messages the gateway fetched: a list of (text, attributes); DeliveryError with the reason."""
-        stdout, status = self.run("ingoing", xmlio.document(gateway.xml()), timeout)
+        stdout, status = self.run("ingoing", xmlio.document(gateway.xml()), gateway.call_timeout())
         reason = _reason(stdout, status, "The gateway " + self.name)
         if reason:
             raise DeliveryError(reason)
@@ -162,6 +186,7 @@ class BatchChannel:
         self.buffer = b""
         self.output = b""
         self.stray = []
+        self.answered = 0   # results this process gave: did it get anywhere before failing?
 
     def _start(self):
         import subprocess
@@ -179,34 +204,54 @@ class BatchChannel:
             raise DeliveryError("The gateway %s cannot be run: %s" % (self.module.name, e.strerror))
         finally:
             os.close(ack_read)
-        self.buffer, self.output, self.stray = b"", b"", []
+        self.buffer, self.output, self.stray, self.answered = b"", b"", [], 0
         return '<?xml version="1.0" encoding="UTF-8"?>\n<doc>%s<messages>\n' % self.gateway.xml()
 
-    def send(self, messages, on_result, timeout=None):
+    def send(self, messages, on_result):
         """Send ``[(id, <message> text)]``; ``on_result(id, reason or None)`` as each is reported.
 
-        Returns {id: reason} for those the gateway did not report (it died, hung, or failed as a whole).
+        Returns {id: reason} for those the gateway did not report. When the gateway dies or hangs, the message
+        it was on fails with the reason, and the rest go to a new gateway process -- as long as the last one
+        got somewhere; when it got nowhere (a crash at login, say) they all fail with its reason.
         """
+        failed = {}
+        while messages:
+            pending, reason, progressed = self._attempt(messages, on_result)
+            if not pending:
+                break
+            unanswered = [(message_id, text) for message_id, text in messages if message_id in pending]
+            if not progressed:
+                failed.update((message_id, reason) for message_id, _ in unanswered)
+                break
+            failed[unanswered[0][0]] = reason   # the one in flight when the gateway failed
+            messages = unanswered[1:]
+        return failed
+
+    def _attempt(self, messages, on_result):
+        """One try through the current (or a new) gateway process: (unanswered ids, reason, whether the process
+        had answered anything)."""
         import threading
-        timeout = timeout or CALL_TIMEOUT + BATCH_TIMEOUT_PER_MESSAGE * len(messages)
+        timeout = self.gateway.call_timeout(len(messages))
         try:
             head = self._start() if self.process is None else ""
         except DeliveryError as e:
-            return {message_id: e.message for message_id, _ in messages}
+            return {message_id for message_id, _ in messages}, e.message, False
         data = (head + "".join(text + "\n" for _, text in messages)).encode("utf-8")
         threading.Thread(target=_write, args=(self.process.stdin, data), daemon=True).start()
         pending = {message_id for message_id, _ in messages}
 
         def recorded(message_id, reason):
             on_result(message_id, reason)
+            self.answered += 1
             os.write(self.ack, b"+")   # only now may the gateway send the next message
 
         ended, timed_out = self._read_results(pending, recorded, time.time() + timeout)
         if not pending:
-            return {}
+            return pending, None, True
         reason = self._failure(timed_out, timeout)
+        progressed = self.answered > 0
         self._stop()
-        return {message_id: reason for message_id in pending}
+        return pending, reason, progressed
 
     def _failure(self, timed_out, timeout):
         name = self.module.name

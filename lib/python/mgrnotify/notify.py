@@ -84,7 +84,6 @@ class NotifyModule(Module):
 
     def getmessage(self, gate):
         """Fetch and file the incoming messages of gateway ``gate`` (an id, or ``all``)."""
-        from .settings import Settings
         from .tickets import TicketDesk
         with self._database() as db:
             gateways = [g for g in gatewaycall.load(db, self.log.name)
@@ -97,15 +96,21 @@ class NotifyModule(Module):
             for gateway in gateways:
                 module = gatewaycall.GatewayModule(self.config, gateway.module, self.log)
                 try:
+                    settings = gateway.settings()
                     messages = module.ingoing(gateway)
                 except errors.MgrNotifyError as e:
                     self.log.error("%s: %s", gateway.describe(), e.message)
                     failures.append(e.message)
                     continue
-                settings = Settings(_xmlparams(gateway))
                 for text, attrs in messages:
                     contact = self.normalize_contact(attrs.get("from", ""))
-                    reply = desk.file(contact, text, settings.get("ticket_format"))
+                    try:
+                        reply = desk.file(contact, text, settings.get("ticket_format"))
+                    except Exception as e:   # the message is off the server already: keep it in the log
+                        self.log.exception("The message from %s could not be filed (%s); its text: %s",
+                                           contact, e, text)
+                        failures.append("A message from %s could not be filed: %s" % (contact, e))
+                        continue
                     if reply and contact:
                         self._reply(module, gateway, contact, reply)
             if failures and gate != "all":
@@ -116,10 +121,6 @@ class NotifyModule(Module):
         if reason:
             self.log.warning("Reply to %s not sent: %s", contact, reason)
 
-
-def _xmlparams(gateway):
-    text = gateway.row.get("xmlparams") or ""
-    return xmlio.fields(xmlio.parse(text, "the settings of " + gateway.describe())) if text.strip() else {}
 
 
 class _Sender:
