@@ -2,9 +2,13 @@
 
 BILLmanager does the same with the user's data (``ReplaceMacros(text, user)``) but its syntax is not
 public; an unknown field or any other ``{...}`` is left as it is, so a wrong guess shows in the text.
+Macros run over the rendered text, data included, so a field whose name looks secret (password, token,
+key, ...) is never substituted: a client's name reading ``{user.password}`` must not become one.
 """
 
 import re
+
+from .settings import is_secret
 
 # [ours] brace syntax guessed from BILLmanager's phone-verification gateways ({phone}, {message}, {sender}).
 MACRO = re.compile(r"\{(user|project)\.([A-Za-z0-9_]+)\}")
@@ -21,7 +25,7 @@ def replace_macros(text, user, project):
     def value(match):
         row = rows[match.group(1)]
         field = match.group(2)
-        if field not in row:
+        if field not in row or is_secret(field):
             return match.group(0)
         return "" if row[field] is None else str(row[field])
 
