@@ -32,3 +32,62 @@ def stop_process(process, timeout=10):
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+
+class FaultyServer:
+    """A TCP server on 127.0.0.1 that misbehaves in one way, for the gateways' fault tests.
+
+    ``close``: accepts and closes at once; ``silent``: accepts and never says a word; ``garbage``: answers
+    junk; ``drop``: reads the first request, then closes mid-conversation; ``other-name``: speaks TLS with a
+    certificate for another host name (``cert`` is trusted through SSL_CERT_FILE by the test).
+    """
+
+    def __init__(self, mode, folder=None):
+        import threading
+        self.mode = mode
+        self.listener = socket.socket()
+        self.listener.bind(("127.0.0.1", 0))
+        self.listener.listen(16)
+        self.port = self.listener.getsockname()[1]
+        self.cert = None
+        self.context = None
+        if mode == "other-name":
+            import ssl
+            self.cert, key = make_certificate(folder, ("other.example",))
+            self.context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            self.context.load_cert_chain(self.cert, key)
+        self.connections = []
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self):
+        while True:
+            try:
+                conn, _ = self.listener.accept()
+            except OSError:
+                return
+            self.connections.append(conn)
+            try:
+                if self.mode == "close":
+                    conn.close()
+                elif self.mode == "garbage":
+                    conn.sendall(b"\x00\xff garbage that no protocol speaks\r\n" * 4)
+                    conn.close()
+                elif self.mode == "drop":
+                    conn.settimeout(5)
+                    conn.recv(65536)
+                    conn.close()
+                elif self.mode == "other-name":
+                    conn.settimeout(5)
+                    self.context.wrap_socket(conn, server_side=True)
+            except OSError:
+                pass
+
+    def stop(self):
+        """Close the listener and every connection."""
+        self.listener.close()
+        for conn in self.connections:
+            try:
+                conn.close()
+            except OSError:
+                pass

@@ -138,6 +138,9 @@ class SMTPSession:
         if isinstance(error, smtplib.SMTPServerDisconnected):
             text = ("%s closed the connection while %s; check that the security mode matches the port (%s)"
                     % (where, doing, PORTS_HINT))
+        elif isinstance(error, smtplib.SMTPResponseException) and error.smtp_code < 0:   # smtplib: not a reply
+            text = ("%s answered something that is not SMTP while %s (%r); check the host and port, and that the "
+                    "security mode matches the port (%s)" % (where, doing, _text(error.smtp_error)[:80], PORTS_HINT))
         elif isinstance(error, smtplib.SMTPResponseException):
             text = "%s answered %s while %s" % (where, _reply(error), doing)
         elif netfail.kind(error):
