@@ -20,8 +20,10 @@ deps:
 vermin:
 	vermin -q -t=3.6- --violations --no-tips --no-parse-comments lib/python/mgrnotify/*.py $(MODULES)
 
+# The run also writes RELIABILITY.md: the fault matrix with this run's counts.
 pytest:
-	$(PYTHON) -m pytest tests -q
+	$(PYTHON) -m pytest tests -q --junitxml=build/junit.xml
+	$(PYTHON) tests/reliability.py build/junit.xml build/fuzz-counts.json
 
 pytest36:
 ifneq ($(PY36),)

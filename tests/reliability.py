@@ -1,0 +1,147 @@
+"""Write RELIABILITY.md from a test run: the fault and bad-input matrix, each row with the tests that prove it
+and their counts in that run.
+
+    python3 tests/reliability.py build/junit.xml [build/fuzz-counts.json]      (make test does this)
+"""
+
+import json
+import os
+import sys
+import xml.etree.ElementTree as ET
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+# (fault or input class, what the modules do, tests that prove it: "file.py::test_name" prefixes)
+MATRIX = [
+    ("Faults during process", [
+        ("The gateway exits non-zero, or prints garbage",
+         "Only the message it was on fails (err_info says how); the rest go through a new gateway process",
+         ["test_queue.py::test_gateway_misbehaving", "test_queue.py::test_a_gateway_dying_on_one_message"]),
+        ("The gateway hangs",
+         "Stopped after its deadline (from its own timeout setting); the task keeps 'did not finish … within N "
+         "seconds and was stopped'; the others go",
+         ["test_queue.py::test_a_hanging_gateway"]),
+        ("The gateway module is missing",
+         "Every task for it keeps 'The gateway module gwX is not installed'",
+         ["test_queue.py::test_missing_gateway_module"]),
+        ("The database is down at start", "An error document saying the server cannot be reached; nothing sent",
+         ["test_queue.py::test_the_database_down_at_start", "test_runner.py::test_database_down"]),
+        ("The database goes away mid-batch",
+         "The run stops with an error document; the journal keeps what was delivered; the next run finishes: each "
+         "notification delivered exactly once",
+         ["test_queue.py::test_the_database_going_away_mid_run"]),
+        ("process is killed (SIGKILL) mid-batch and run again",
+         "Nothing lost; at most the one message in flight sent twice (results acknowledged one by one)",
+         ["test_queue.py::test_sigkill_mid_batch"]),
+        ("Two process runs start together", "A lock: one works, the others leave; nothing sent twice",
+         ["test_queue.py::test_two_runs_at_once"]),
+        ("A notification file missing, empty, not XML, with a DTD, not UTF-8",
+         "The task keeps a readable err_info; the rest of the batch goes",
+         ["test_queue.py::test_a_bad_notification_file", "test_queue.py::test_failures_stay_queued"]),
+        ("A template throws (XSLT or EJS), or no gateway serves the provider",
+         "The task keeps 'The EJS template failed at line N: …' / 'No active outgoing gateway …'",
+         ["test_queue.py::test_failures_stay_queued", "test_ntjabber.py::test_failures_leave_the_task_queued"]),
+        ("Wrong password, server down, TLS failure, a bounced recipient (real Prosody)",
+         "The task keeps the server's reason; the others go",
+         ["test_ntjabber.py::test_failures_leave_the_task_queued", "test_ntjabber.py::test_a_bounced_recipient"]),
+    ]),
+    ("Faults in gateways", [
+        ("The server closes at once, never answers, answers junk, drops mid-conversation, has a certificate for "
+         "another name", "An error document naming the cause, within the configured timeout",
+         ["test_gateway_faults.py::"]),
+        ("ePochta: every negative status, HTTP 500, a timeout, a non-XML answer, refused connection",
+         "An error document with ePochta's meaning", ["test_gwepochta.py::"]),
+        ("SMTP/IMAP/POP3: wrong password, refused recipient, untrusted certificate, crash before marking",
+         "An error document naming the side that failed; unmarked mail comes again", ["test_gwmail.py::"]),
+        ("XMPP: stream and SASL errors, wrong password, TLS failures, silent servers",
+         "Exceptions with readable text, error documents", ["test_xmpp.py::", "test_gwjabber.py::"]),
+    ]),
+    ("Bad input", [
+        ("Hostile stdin: billion laughs, external entity, DTD, truncated, not UTF-8, empty, not XML",
+         "An error document and exit status 3 for every command of every gateway",
+         ["test_runner.py::test_hostile_stdin"]),
+        ("Random and mutated stdin and arguments (hypothesis)",
+         "A well-formed document and a documented exit status; never a traceback, never a hang",
+         ["test_fuzz.py::"]),
+        ("Bad command lines", "An error document and exit status 2", ["test_runner.py::test_bad_command_lines",
+                                                                       "test_runner.py::test_getmessage_gate"]),
+    ]),
+    ("Hostile values", [
+        ("SQL-looking text, quotes, backslashes, NUL, emoji, Cyrillic written to and read from the database",
+         "Byte-identical, no table harmed", ["test_db.py::"]),
+        ("SQL, markup closing a stanza, control characters, RTL and emoji text in every field; a 1 MB message",
+         "Delivered as text, no row changed, no stanza injected; the 1 MB message fails alone, readably",
+         ["test_hostile_values.py::"]),
+        ("Ticket ids like '1 OR 1=1', strangers, foreign tickets", "A short reply; no ticket touched",
+         ["test_queue.py::test_bad_replies", "test_hostile_values.py::test_hostile_replies",
+          "test_ntjabber.py::test_replies"]),
+        ("CR/LF in mail subjects and names", "No header added", ["test_gwmail.py::test_line_breaks"]),
+    ]),
+    ("Secrets", [
+        ("Every password the suite used, in everything the modules wrote: logs, stdout and stderr of every run, "
+         "the argument lists of child processes, mgrctl calls",
+         "None appears (scanned after every test that used a sandbox)", ["<every sandbox test>"]),
+        ("Debug level 9 with passwords in the input", "Masked by the logger itself",
+         ["test_runner.py::test_password_at_debug_level", "test_gwepochta.py::test_secrets_never_leak",
+          "test_gwmail.py::test_passwords_never_leak"]),
+        ("Database credentials", "Through a pipe read as /dev/fd/N: never on the command line, never on disk",
+         ["test_db.py::test_credentials_never"]),
+    ]),
+]
+
+
+def results(junit):
+    """{'file.py::test_name[param]': 'passed' | 'failed' | 'skipped'} from a junit XML report."""
+    outcome = {}
+    for case in ET.parse(junit).getroot().iter("testcase"):
+        name = "%s.py::%s" % (case.get("classname", "").split(".")[-1], case.get("name"))
+        if case.find("failure") is not None or case.find("error") is not None:
+            outcome[name] = "failed"
+        elif case.find("skipped") is not None:
+            outcome[name] = "skipped"
+        else:
+            outcome[name] = "passed"
+    return outcome
+
+
+def count(outcome, prefixes):
+    """'N passed' (plus failed/skipped) for the tests whose names start with one of ``prefixes``."""
+    if prefixes == ["<every sandbox test>"]:
+        chosen = list(outcome.values())
+    else:
+        chosen = [v for k, v in outcome.items() if any(k.startswith(p) for p in prefixes)]
+    if not chosen:
+        return "**no test ran**"
+    parts = ["%d %s" % (chosen.count(kind), kind) for kind in ("passed", "failed", "skipped") if chosen.count(kind)]
+    return ", ".join(parts)
+
+
+def main(argv):
+    outcome = results(argv[0])
+    fuzz = {}
+    if len(argv) > 1 and os.path.exists(argv[1]):
+        with open(argv[1]) as f:
+            fuzz = json.load(f)
+    lines = ["# Reliability: nothing lost, nothing leaked", "",
+             "Produced by `make test` from its own run (`tests/reliability.py`): each fault or input class, what "
+             "the modules do, the tests that prove it, and their counts in that run. %d tests ran in all." % len(
+                 outcome), ""]
+    for section, rows in MATRIX:
+        lines += ["## " + section, "", "| fault or input | what the modules do | tests | last run |",
+                  "| --- | --- | --- | --- |"]
+        for fault, behaviour, prefixes in rows:
+            lines.append("| %s | %s | %s | %s |" % (fault, behaviour, "<br>".join("`%s`" % p for p in prefixes),
+                                                     count(outcome, prefixes)))
+        lines.append("")
+    if fuzz:
+        lines += ["## Generated cases in the last run", "", "| module | cases |", "| --- | --- |"]
+        lines += ["| %s | %s |" % (module, n) for module, n in sorted(fuzz.items())]
+        lines.append("")
+    with open(os.path.join(REPO, "RELIABILITY.md"), "w", encoding="utf-8") as f:
+        f.write("\n".join(lines))
+    failed = [k for k, v in outcome.items() if v == "failed"]
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
