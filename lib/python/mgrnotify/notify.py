@@ -15,6 +15,16 @@ from . import errors, gatewaycall, xmlio
 from .runner import Module
 
 
+class Outgoing:
+    """One rendered notice on its way: the journal needs its task, index and total; the gateway the rest."""
+
+    __slots__ = ("id", "task", "index", "total", "notice", "contact", "subject", "text")
+
+    def __init__(self, *values):
+        for name, value in zip(self.__slots__, values):
+            setattr(self, name, value)
+
+
 class NotifyModule(Module):
     """Base of notification-type modules: features, process, getmessage."""
 
@@ -145,7 +155,7 @@ class _Sender:
     def send(self, tasks):
         """Render every notice of ``tasks`` and send them, grouped by gateway."""
         from . import notification
-        outbox = {}   # gateway id -> (gateway, [(message id, task, index, total, notice, text)])
+        outbox = {}   # gateway id -> (gateway, [Outgoing])
         for task in tasks:
             try:
                 notices = notification.read(self.queue.path_of(task["filename"]))
@@ -186,22 +196,21 @@ class _Sender:
                               % (self.log.name, notice.project_id or "(none named)"))
             return
         subject = replace_macros(notice.subject, notice.user, notice.project)
-        message_id = "%s.%d" % (task["id"], notice.index)
-        outbox.setdefault(gateway.id, (gateway, []))[1].append(
-            (message_id, task, notice.index, total, notice, contact, subject, text))
+        outbox.setdefault(gateway.id, (gateway, []))[1].append(Outgoing(
+            "%s.%d" % (task["id"], notice.index), task, notice.index, total, notice, contact, subject, text))
 
     def _deliver(self, gateway, messages):
         module = self.gateway_modules.get(gateway.module)
         if module is None:
             module = self.gateway_modules[gateway.module] = gatewaycall.GatewayModule(
                 self.module.config, gateway.module, self.log)
-        by_id = {m[0]: m for m in messages}
+        by_id = {m.id: m for m in messages}
 
         def record(message_id, reason):
-            _, task, index, total = by_id[message_id][:4]
-            self.queue.record(task, index, total, reason)
+            m = by_id[message_id]
+            self.queue.record(m.task, m.index, m.total, reason)
             if reason:
-                self.log.warning("Task %s: %s", task["id"], reason)
+                self.log.warning("Task %s: %s", m.task["id"], reason)
 
         try:
             batch = gatewaycall.BATCH_FEATURE in module.features()
@@ -210,17 +219,17 @@ class _Sender:
                 record(message_id, e.message)
             return
         if batch:
-            items = [(m[0], xmlio.element("message", attrs={"id": m[0], "to": m[5]}, children=[
-                xmlio.element("subject", m[6]), xmlio.element("body", m[7])])) for m in messages]
+            items = [(m.id, xmlio.element("message", attrs={"id": m.id, "to": m.contact}, children=[
+                xmlio.element("subject", m.subject), xmlio.element("body", m.text)])) for m in messages]
             channel = self.channels.get(gateway.id)
             if channel is None:
                 channel = self.channels[gateway.id] = gatewaycall.BatchChannel(module, gateway)
             for message_id, reason in channel.send(items, record).items():
                 record(message_id, reason)
             return
-        for message_id, task, index, total, notice, contact, subject, text in messages:
-            children = [xmlio.element("message", text), xmlio.element("subject", subject),
-                        xmlio.element(self.module.contact_type, contact),
-                        xmlio.element("user", children=[xmlio.element(k, v) for k, v in notice.user.items()]),
-                        xmlio.element("project", children=[xmlio.element(k, v) for k, v in notice.project.items()])]
-            record(message_id, module.outgoing(gateway, children))
+        for m in messages:
+            children = [xmlio.element("message", m.text), xmlio.element("subject", m.subject),
+                        xmlio.element(self.module.contact_type, m.contact),
+                        xmlio.element("user", children=[xmlio.element(k, v) for k, v in m.notice.user.items()]),
+                        xmlio.element("project", children=[xmlio.element(k, v) for k, v in m.notice.project.items()])]
+            record(m.id, module.outgoing(gateway, children))
