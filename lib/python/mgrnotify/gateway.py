@@ -185,6 +185,7 @@ class _Batch:
             self.stream.result(element.get("id"), self.send(element))
 
     def send(self, message):
+        """Send one ``<message>`` through the session (opened on first use); None, or the reason it failed."""
         if self.failure is None and self.session is None:
             try:
                 if self.request is None:
