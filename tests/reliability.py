@@ -134,8 +134,12 @@ def main(argv):
                                                      count(outcome, prefixes)))
         lines.append("")
     if fuzz:
-        lines += ["## Generated cases in the last run", "", "| module | cases |", "| --- | --- |"]
-        lines += ["| %s | %s |" % (module, n) for module, n in sorted(fuzz.items())]
+        lines += ["## Generated cases in the last run (tests/test_fuzz.py)", "",
+                  "| module | cases | of which |", "| --- | --- | --- |"]
+        for module, runs in sorted(fuzz.items()):
+            total = sum(run.get("cases", 0) for run in runs.values())
+            parts = ", ".join("%s %d" % (kind, run.get("cases", 0)) for kind, run in sorted(runs.items()))
+            lines.append("| %s | %d | %s |" % (module, total, parts))
         lines.append("")
     with open(os.path.join(REPO, "RELIABILITY.md"), "w", encoding="utf-8") as f:
         f.write("\n".join(lines))

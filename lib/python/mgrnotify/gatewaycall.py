@@ -258,11 +258,12 @@ class BatchChannel:
         if timed_out:
             return "The gateway %s did not finish the batch within %d seconds and was stopped" % (name, timeout)
         status = self.process.wait()
-        if self.stray:
-            return "The gateway %s answered with something that is not a result: %r" % (
-                name, self.stray[0][:200].decode("utf-8", "replace"))
         if b"<results>" in self.output:
+            if self.stray:
+                return "The gateway %s answered with something that is not a result: %r" % (
+                    name, self.stray[0][:200].decode("utf-8", "replace"))
             return "The gateway %s stopped (exit status %d) before reporting this message" % (name, status)
+        # No results began: the gateway failed as a whole, and its error document (if any) says why.
         return (_reason(self.output, status, "The gateway " + name)
                 or "The gateway %s gave no result for this message" % name)
 

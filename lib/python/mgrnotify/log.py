@@ -23,6 +23,7 @@ _STYLE = {
     DEBUG: ("DEBUG", "\033[1;33m"),
 }
 _RESET = "\033[0m"
+MAX_LINE = 32768   # characters of one event; a 1 MB notification at debug level is cut, not written whole
 _CONTROL = {c: "\\x%02x" % c for c in range(32) if c != 9}
 _CONTROL.update({10: "\\n", 13: "\\r", 0x7F: "\\x7f"})
 
@@ -45,7 +46,10 @@ class Log:
             return
         if args:
             text = text % args
-        text = redact.redact(str(text)).translate(_CONTROL)
+        text = str(text)
+        if len(text) > MAX_LINE:   # cut before redacting: the redactor's time grows faster than the length
+            text = "%s … (%d more characters not logged)" % (text[:MAX_LINE], len(text) - MAX_LINE)
+        text = redact.redact(text).translate(_CONTROL)
         now = time.time()
         stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(now))
         label, colour = _STYLE.get(level, _STYLE[DEBUG])

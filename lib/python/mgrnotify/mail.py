@@ -25,9 +25,19 @@ MAIL_FIELDS = frozenset(["from", "to", "cc", "reply-to", "subject", "date", "mes
 _SPECIALS = set('<>()[],;:"\\@')
 
 
+# A display name longer than this is cut: the email package folds long encoded names in time that grows
+# faster than their length (seconds for tens of thousands of characters), and no mail client shows more.
+MAX_NAME = 256
+
+
 def header_text(value):
     """``value`` as one header-safe line: control characters and line breaks of any kind become spaces."""
     return " ".join("".join(c if c.isprintable() else " " for c in value).split())
+
+
+def display_name(value):
+    """A person's or provider's name for From/To/Sender: ``header_text``, at most MAX_NAME characters."""
+    return header_text(value)[:MAX_NAME]
 
 
 def mail_address(text):
@@ -120,11 +130,11 @@ def compose(text, subject, recipient, author, sender=None):
     complete = looks_like_mail(text)
     message = _from_complete_mail(text) if complete else EmailMessage(policy=POLICY)
     if "From" not in message:
-        message["From"] = Address(header_text(author[0]), addr_spec=author[1])
-    _put(message, "To", Address(header_text(recipient[0]), addr_spec=recipient[1]))
+        message["From"] = Address(display_name(author[0]), addr_spec=author[1])
+    _put(message, "To", Address(display_name(recipient[0]), addr_spec=recipient[1]))
     del message["Sender"]
     if sender and sender[1] != author[1]:
-        message["Sender"] = Address(header_text(sender[0]), addr_spec=sender[1])
+        message["Sender"] = Address(display_name(sender[0]), addr_spec=sender[1])
     del message["Bcc"]
     if "Subject" not in message and subject.strip():
         message["Subject"] = header_text(subject)

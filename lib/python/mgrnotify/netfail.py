@@ -20,7 +20,9 @@ def kind(error):
         return CERTIFICATE
     if isinstance(error, ssl.SSLError):
         return TLS
-    if isinstance(error, socket.gaierror):
+    # A bare UnicodeError is the IDNA codec refusing a host name ("a..b", a label over 63 characters) before
+    # any lookup; its subclasses (encoding a path, a login) are no network failure.
+    if isinstance(error, socket.gaierror) or type(error) is UnicodeError:
         return UNRESOLVED
     if isinstance(error, ConnectionRefusedError):
         return REFUSED

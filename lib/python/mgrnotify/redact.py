@@ -24,7 +24,13 @@ def _compile():
     element = (r"(<(" + _NAME + r")\b[^>]*?(?<!/)>)(.*?)(</\2\s*>)",
                r"(&lt;(" + _NAME + r")\b(?:(?!&gt;).)*?&gt;)(.*?)(&lt;/\2\s*&gt;)",
                r"(<(\w+)\b[^>]*?\bname\s*=\s*[\"'](?:" + _NAME + r")[\"'][^>]*?(?<!/)>)(.*?)(</\2\s*>)")
-    _patterns.extend(re.compile(p, re.I | re.S) for p in element)
+    # The same elements in a truncated or garbled document: the text after the opening tag up to the next
+    # tag, and the text before the closing tag back to the previous one.
+    broken = (r"(<(" + _NAME + r")\b[^>]*?(?<!/)>)([^<]+)()",
+              r"(&lt;(" + _NAME + r")\b(?:(?!&gt;).)*?&gt;)((?:(?!&lt;)[^<])+)()",
+              r"(>)()([^<>]*)(</(?:" + _NAME + r")\s*>)",
+              r"(&gt;)()((?:(?!&gt;).)*)(&lt;/(?:" + _NAME + r")\s*&gt;)")
+    _patterns.extend(re.compile(p, re.I | re.S) for p in element + broken)
     _patterns.append(re.compile(
         r"""((?<![\w.-])(?:""" + _NAME + r""")["']?\s*(?:=>|[:=])\s*)("[^"]*"|'[^']*'|[^\s&,;'"<>]+)""", re.I))
 
@@ -57,6 +63,6 @@ def redact(text):
         return text
     if not _patterns:
         _compile()
-    for pattern in _patterns[:3]:
+    for pattern in _patterns[:-1]:
         text = pattern.sub(lambda m: m.group(1) + MASK + m.group(4), text)
-    return _patterns[3].sub(_mask_value, text)
+    return _patterns[-1].sub(_mask_value, text)

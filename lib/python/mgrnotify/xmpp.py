@@ -510,6 +510,8 @@ class XMPPClient:
                 problems.append("%s:%d did not answer within %s s" % (host, port, self.timeout))
             except OSError as e:
                 problems.append("%s:%d: %s" % (host, port, e.strerror or e))
+            except UnicodeError as e:   # IDNA cannot encode the name ("a..b"): no lookup is possible
+                problems.append("%s:%d: not a valid host name (%s)" % (host, port, e))
         raise XMPPError("Cannot connect to the XMPP server for %s (%s); check the server and port settings and "
                         "that the server is running" % (self.domain, "; ".join(problems)))
 
