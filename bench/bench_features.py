@@ -9,24 +9,20 @@ import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-import timing  # noqa: E402
+import timing  # noqa: E402  (puts tests/ and lib/python on sys.path)
+
+import sandbox as sandboxlib  # noqa: E402
 
 GOAL = 1.3
 
 
-def modules():
-    found = []
-    for folder in ("gate", "notify"):
-        found += sorted(os.path.join(folder, n) for n in os.listdir(os.path.join(timing.REPO, folder)))
-    return found
-
-
 def main():
     timing.compile_library()
+    modules = sandboxlib.project_modules()
     with tempfile.TemporaryDirectory() as root:
         print("| command | median | python3 -c pass | ratio | goal | |")
         print("| --- | --- | --- | --- | --- | --- |")
-        for module, path in zip(modules(), timing.mgr5_root(root, *modules())):
+        for module, path in zip(modules, timing.mgr5_root(root, *modules)):
             value, base = timing.compare([path, "--command", "features"], runs=60, cwd=root)
             print(timing.row("%s --command features" % module, value, base, GOAL))
 

@@ -30,7 +30,7 @@ from hypothesis import strategies as st
 
 import sandbox as sandboxlib
 from mgrnotify import errors, redact, xmlio
-from mgrnotify.settings import is_secret
+from mgrnotify.redact import is_secret
 
 REPO = sandboxlib.REPO
 COUNTS_FILE = os.path.join(REPO, "build", "fuzz-counts.json")
@@ -76,11 +76,7 @@ class ModuleUnderTest:
 
 def discover():
     """Every module under gate/ and notify/ of the repository, as paths like ``gate/gwepochta``."""
-    found = []
-    for folder in ("gate", "notify"):
-        found += sorted(folder + "/" + name for name in os.listdir(os.path.join(REPO, folder))
-                        if not name.startswith("."))
-    return found
+    return sandboxlib.project_modules()
 
 
 def load_class(script):

@@ -24,7 +24,7 @@ sys.path.insert(0, os.path.join(REPO, "lib", "python"))
 
 from localnet import stop_process  # noqa: E402
 from mgrnotify import db as dblib  # noqa: E402
-from mgrnotify import xmlio  # noqa: E402
+from mgrnotify import redact, xmlio  # noqa: E402
 
 SCHEMA = os.path.join(REPO, "tests", "billmgr-schema.sql")
 MGRCTL_STAND_IN = os.path.join(REPO, "tests", "stand-ins", "mgrctl")
@@ -35,6 +35,12 @@ WRAPPED_COMMANDS = ("mariadb", "mysql", "node")
 MODULE_PYTHON = os.environ.get("MGRNOTIFY_TEST_PYTHON")
 # Passwords the suite uses, collected so a test can prove none leaked anywhere.
 SECRETS_FILE = os.path.join(tempfile.gettempdir(), "mgrnotify-test-secrets.txt")
+
+
+def project_modules():
+    """Every module of the project, as paths like ``gate/gwepochta``."""
+    return [folder + "/" + name for folder in MODULE_FOLDERS
+            for name in sorted(os.listdir(os.path.join(REPO, folder))) if not name.startswith(".")]
 
 
 def remember_secret(secret):
@@ -230,13 +236,17 @@ class Sandbox:
                     found.append((where, secret))
         return found
 
-    def mgrctl_calls(self):
-        """The calls the stand-in mgrctl received, oldest first."""
+    def json_lines(self, *path):
+        """The JSON lines a stand-in wrote under the sandbox, oldest first ([] when there is no file yet)."""
         try:
-            with open(self.path("var", "mgrctl-calls.jsonl"), encoding="utf-8") as f:
+            with open(self.path(*path), encoding="utf-8") as f:
                 return [json.loads(line) for line in f]
         except FileNotFoundError:
             return []
+
+    def mgrctl_calls(self):
+        """The calls the stand-in mgrctl received, oldest first."""
+        return self.json_lines("var", "mgrctl-calls.jsonl")
 
     def set_mgrctl_answer(self, func, document, status=0):
         """Make the stand-in mgrctl answer ``func`` with ``document`` and exit ``status``."""
@@ -277,7 +287,7 @@ class Sandbox:
         """A gateway row whose xmlparams hold ``params`` (a dict); its id."""
         xmlparams = xmlio.document(*[xmlio.element(k, v) for k, v in params.items()])
         for key, value in params.items():
-            if "pass" in key or "key" in key:
+            if redact.is_secret(key):
                 remember_secret(value)
         return self._insert("INSERT INTO gateway (name, gateway_module, notify_module, gateway_type, active, project,"
                             " xmlparams) VALUES (?, ?, ?, ?, ?, ?, ?)",
@@ -317,7 +327,6 @@ class Sandbox:
 
     def close(self):
         """Drop the database (the folder itself belongs to the caller)."""
-        self.db.close()
         self.mariadb.admin("DROP DATABASE IF EXISTS %s; DROP USER IF EXISTS '%s'@'localhost';"
                            % (self.db_name, self.db_user), check=False)
 

@@ -116,9 +116,8 @@ def test_placeholders_in_quotes_and_comments_stay():
 ])
 def test_connection_failures_are_readable(sandbox, change, words):
     settings = dict(sandbox.db_settings, **change)
-    with dblib.Database(settings, timeout=30) as database:
-        with pytest.raises(DatabaseError) as caught:
-            database.query("SELECT 1")
+    with pytest.raises(DatabaseError) as caught:
+        dblib.Database(settings, timeout=30).query("SELECT 1")
     assert words in caught.value.message
     assert sandbox.DB_PASSWORD not in caught.value.message
 
@@ -150,7 +149,6 @@ def test_credentials_never_on_the_command_line_nor_on_disk(sandbox):
 
 
 def test_timeout_is_a_readable_error(sandbox):
-    with dblib.Database(sandbox.db_settings, timeout=1) as database:
-        with pytest.raises(DatabaseError) as caught:
-            database.query("SELECT SLEEP(5)")
+    with pytest.raises(DatabaseError) as caught:
+        dblib.Database(sandbox.db_settings, timeout=1).query("SELECT SLEEP(5)")
     assert "did not answer within 1 seconds" in caught.value.message

@@ -12,10 +12,7 @@ LANGS = ("ru", "en")
 
 
 def modules():
-    found = []
-    for folder in ("gate", "notify"):
-        found += sorted(os.listdir(os.path.join(sandboxlib.REPO, folder)))
-    return found
+    return [os.path.basename(m) for m in sandboxlib.project_modules()]
 
 
 def load(module):

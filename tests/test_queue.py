@@ -36,11 +36,7 @@ def queue(sandbox):
 
 
 def delivered(box):
-    try:
-        with open(box.path("var", "gwrecord.delivered"), encoding="utf-8") as f:
-            return [json.loads(line) for line in f]
-    except FileNotFoundError:
-        return []
+    return box.json_lines("var", "gwrecord.delivered")
 
 
 def tasks(box):

@@ -14,10 +14,7 @@ REPO = sandboxlib.REPO
 
 def repo_modules():
     """Every module of the project, plus the library's own probes."""
-    found = ["tests/stand-ins/gwprobe", "tests/stand-ins/ntprobe"]
-    for folder in ("gate", "notify"):
-        found += sorted(folder + "/" + n for n in os.listdir(os.path.join(REPO, folder)))
-    return found
+    return ["tests/stand-ins/gwprobe", "tests/stand-ins/ntprobe"] + sandboxlib.project_modules()
 
 
 def in_sandbox(sandbox, module):

@@ -154,15 +154,6 @@ class Database:
             lines += ["[mysql]", "database=%s" % _option(self.settings["DBName"])]
         return ("\n".join(lines) + "\n").encode("utf-8")
 
-    def close(self):
-        """Nothing to release: each call is its own client process (kept for ``with`` blocks)."""
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
-
     def run_script(self, script):
         """Run SQL text in one client call; return its raw ``--xml`` output."""
         if self._client is None:

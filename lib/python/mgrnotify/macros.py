@@ -8,7 +8,7 @@ key, ...) is never substituted: a client's name reading ``{user.password}`` must
 
 import re
 
-from .settings import is_secret
+from .redact import is_secret
 
 # [ours] brace syntax guessed from BILLmanager's phone-verification gateways ({phone}, {message}, {sender}).
 MACRO = re.compile(r"\{(user|project)\.([A-Za-z0-9_]+)\}")

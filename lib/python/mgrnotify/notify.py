@@ -65,72 +65,71 @@ class NotifyModule(Module):
     def process(self):
         """Send the queued notifications of this type, batch after batch."""
         from .queue import TaskQueue
-        with self._database() as db:
-            queue = TaskQueue(self.config, db, self.log.name, self.log)
-            if not queue.lock():
-                self.log.info("Another process run of %s is working on the queue; this one leaves", self.log.name)
-                return
-            delivered, failed = queue.commit()   # what a killed run left in the journal
-            if delivered or failed:
-                self.log.info("Applied an interrupted run's journal: %d delivered, %d failed", delivered, failed)
-            forced_only = self.config.do_nothing()
-            if forced_only:
-                self.log.info("etc/billmgr.DoNothing exists: only tasks with forcedonothing are sent")
-            sender = _Sender(self, queue, gatewaycall.load(db, self.log.name))
-            seen = set()
-            try:
-                while True:
-                    tasks = queue.take(seen, forced_only)
-                    if not tasks:
-                        break
-                    seen.update(task["id"] for task in tasks)
-                    sender.send(tasks)
-                    done, failed = queue.commit()
-                    self.log.info("Batch of %d tasks: %d delivered, %d failed", len(tasks), done, failed)
-            finally:
-                sender.close()
+        db = self._database()
+        queue = TaskQueue(self.config, db, self.log.name, self.log)
+        if not queue.lock():
+            self.log.info("Another process run of %s is working on the queue; this one leaves", self.log.name)
+            return
+        delivered, failed = queue.commit()   # what a killed run left in the journal
+        if delivered or failed:
+            self.log.info("Applied an interrupted run's journal: %d delivered, %d failed", delivered, failed)
+        forced_only = self.config.do_nothing()
+        if forced_only:
+            self.log.info("etc/billmgr.DoNothing exists: only tasks with forcedonothing are sent")
+        sender = _Sender(self, queue, gatewaycall.load(db, self.log.name))
+        seen = set()
+        try:
+            while True:
+                tasks = queue.take(seen, forced_only)
+                if not tasks:
+                    break
+                seen.update(task["id"] for task in tasks)
+                sender.send(tasks)
+                done, failed = queue.commit()
+                self.log.info("Batch of %d tasks: %d delivered, %d failed", len(tasks), done, failed)
+        finally:
+            sender.close()
 
     # --- getmessage --------------------------------------------------------------------------------------
 
     def getmessage(self, gate):
         """Fetch and file the incoming messages of gateway ``gate`` (an id, or ``all``)."""
         from .tickets import TicketDesk
-        with self._database() as db:
-            gateways = [g for g in gatewaycall.load(db, self.log.name)
-                        if g.active and g.type == gatewaycall.INGOING and gate in ("all", g.id)]
-            if gate != "all" and not gateways:
-                raise errors.ConfigError("There is no active ingoing gateway %s of %s" % (gate, self.log.name),
-                                         obj=gate)
-            desk = TicketDesk(self.config, db, self.log, self.contact_type)
-            failures = []
-            for gateway in gateways:
-                module = gatewaycall.GatewayModule(self.config, gateway.module, self.log)
+        db = self._database()
+        gateways = [g for g in gatewaycall.load(db, self.log.name)
+                    if g.active and g.type == gatewaycall.INGOING and gate in ("all", g.id)]
+        if gate != "all" and not gateways:
+            raise errors.ConfigError("There is no active ingoing gateway %s of %s" % (gate, self.log.name),
+                                     obj=gate)
+        desk = TicketDesk(self.config, db, self.log, self.contact_type)
+        failures = []
+        for gateway in gateways:
+            module = gatewaycall.GatewayModule(self.config, gateway.module, self.log)
+            try:
+                settings = gateway.settings()
+                messages = module.ingoing(gateway)
+            except errors.MgrNotifyError as e:
+                self.log.error("%s: %s", gateway.describe(), e.message)
+                failures.append(e.message)
+                continue
+            for text, attrs in messages:
+                contact = self.normalize_contact(attrs.get("from", ""))
                 try:
-                    settings = gateway.settings()
-                    messages = module.ingoing(gateway)
-                except errors.MgrNotifyError as e:
-                    self.log.error("%s: %s", gateway.describe(), e.message)
-                    failures.append(e.message)
+                    reply = desk.file(contact, text, settings.get("ticket_format"))
+                except Exception as e:   # the message is off the server already: keep it in the log
+                    self.log.exception("The message from %s could not be filed (%s); its text: %s",
+                                       contact, e, text)
+                    failures.append("A message from %s could not be filed: %s" % (contact, e))
                     continue
-                for text, attrs in messages:
-                    contact = self.normalize_contact(attrs.get("from", ""))
-                    try:
-                        reply = desk.file(contact, text, settings.get("ticket_format"))
-                    except Exception as e:   # the message is off the server already: keep it in the log
-                        self.log.exception("The message from %s could not be filed (%s); its text: %s",
-                                           contact, e, text)
-                        failures.append("A message from %s could not be filed: %s" % (contact, e))
-                        continue
-                    if reply and contact:
-                        self._reply(module, gateway, contact, reply)
-            if failures and gate != "all":
-                raise errors.DeliveryError(failures[0], obj=gate)
+                if reply and contact:
+                    self._reply(module, gateway, contact, reply)
+        if failures and gate != "all":
+            raise errors.DeliveryError(failures[0], obj=gate)
 
     def _reply(self, module, gateway, contact, text):
         reason = module.outgoing(gateway, [xmlio.element("message", text), xmlio.element(self.contact_type, contact)])
         if reason:
             self.log.warning("Reply to %s not sent: %s", contact, reason)
-
 
 
 class _Sender:

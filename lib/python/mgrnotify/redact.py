@@ -14,8 +14,10 @@ MASK = "***"
 # "auth" XMPP's SASL PLAIN payload.
 _NAME = r"[\w.:-]*?(?:pass(?:word|wd|phrase)?|secret|token|key|authentification|authorization|credential)[\w.-]*|auth"
 
+# A field whose name contains one of these holds a secret (settings, macros and the patterns below agree).
+SECRET_WORDS = ("pass", "secret", "token", "key")
 # Every name pattern contains one of these, so a line without any of them needs no regular expression.
-_TRIGGERS = ("pass", "secret", "token", "key", "auth", "credential")
+_TRIGGERS = SECRET_WORDS + ("auth", "credential")
 _patterns = []   # compiled on first use: importing re costs start-up time
 
 
@@ -36,6 +38,12 @@ def _compile():
 
 _MIN_REMEMBERED = 4   # shorter values would mask ordinary words and digits everywhere
 _remembered = set()
+
+
+def is_secret(name):
+    """True for field names whose values must never be logged or shown."""
+    name = name.lower()
+    return any(word in name for word in SECRET_WORDS)
 
 
 def remember(secret):

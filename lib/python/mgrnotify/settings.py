@@ -10,15 +10,6 @@ the recipient's fields (``<jabber>``, ``<email>``) sit. Values of secret-looking
 from . import redact, xmlio
 from .errors import ConfigError
 
-_SECRET_WORDS = ("pass", "secret", "token", "key")
-
-
-def is_secret(name):
-    """True for setting names whose values must never be logged."""
-    name = name.lower()
-    return any(word in name for word in _SECRET_WORDS)
-
-
 class Settings:
     """Named values with typed getters; a bad value raises ConfigError naming the setting."""
 
@@ -26,7 +17,7 @@ class Settings:
         self.values = values
         self.module = module
         for name, value in values.items():
-            if is_secret(name):
+            if redact.is_secret(name):
                 redact.remember(value)
 
     @classmethod
