@@ -11,7 +11,7 @@ import pytest
 
 import sandbox as sandboxlib
 
-from mgrnotify import xmlio
+from mgrnotify import notification, xmlio
 
 XSLT = ('<xsl:stylesheet version="1.0" xmlns:xsl="http://www.w3.org/1999/XSL/Transform">'
         '<xsl:output method="text"/><xsl:template match="/">'
@@ -123,26 +123,70 @@ def test_a_task_past_the_error_limit_waits_for_staff(queue):
     assert delivered(queue) == [] and tasks(queue)[0]["error_count"] == "10"
 
 
-def test_several_notifies_in_one_file_partial_delivery_is_not_repeated(queue):
-    from sandbox import notification_file
-    task = queue.enqueue("ntjabber", "one", notice(queue.project), queue.user)
-    path = queue.path(tasks(queue)[0]["filename"])
-    first = notification_file("one", notice(queue.project), queue.user)
-    second = notification_file("fail", notice(queue.project), queue.user)
-    third = notification_file("three", notice(queue.project), queue.user)
-    notifies = [xmlio.parse(d).find("notify") for d in (first, second, third)]
+def multi_notice_file(box, *notices):
+    """Queue one task whose file holds a <notify> per (template, user) in ``notices``; (task id, file path)."""
     from xml.etree.ElementTree import Element
+    task = box.enqueue("ntjabber", notices[0][0], notice(box.project), notices[0][1])
+    path = box.path(tasks(box)[-1]["filename"])
     root = Element("doc")
-    root.extend(notifies)
+    root.extend(xmlio.parse(sandboxlib.notification_file(template, notice(box.project), user)).find("notify")
+                for template, user in notices)
     with open(path, "w", encoding="utf-8") as f:
         f.write(xmlio.serialize(root))
+    return task, path
+
+
+def pending_in(path):
+    """The templates of the notices of a file not yet marked delivered."""
+    with open(path, encoding="utf-8") as f:
+        root = xmlio.parse(f.read())
+    return [xmlio.text(n, "tmpl") for n in root.findall("notify") if not n.get(notification.DELIVERED)]
+
+
+def test_several_notifies_in_one_file_partial_delivery_is_not_repeated(queue):
+    task, path = multi_notice_file(queue, ("one", queue.user), ("fail", queue.user), ("three", queue.user))
     assert process(queue).returncode == 0
     assert [d["body"] for d in delivered(queue)] == ["one", "three"]
     assert tasks(queue)[0]["error_count"] == "1"
-    with open(path, encoding="utf-8") as f:
-        kept = xmlio.parse(f.read())
-    assert [xmlio.text(n, "tmpl") for n in kept.findall("notify")] == ["fail"]
+    assert pending_in(path) == ["fail"]
+    assert process(queue).returncode == 0
+    assert [d["body"] for d in delivered(queue)] == ["one", "three"]
+    assert tasks(queue)[0]["error_count"] == "2" and pending_in(path) == ["fail"]
     assert task
+
+
+def test_a_partial_delivery_replayed_loses_no_notice(queue):
+    """Issue 11, defect 2: the batch's database update fails after a partial delivery, and the journal is applied
+    again by the next run; the undelivered notice must stay in the file, and its failure count once."""
+    task, path = multi_notice_file(queue, ("one", queue.user), ("fail", queue.user), ("three", queue.user))
+    queue.fail_database_after(DB_CALLS_BEFORE_COMMIT)
+    done = process(queue)
+    assert done.returncode == 1 and b"Lost connection" in done.stdout
+    assert [d["body"] for d in delivered(queue)] == ["one", "three"]
+    assert os.path.exists(queue.path("var", "ntjabber.journal"))
+    queue.fail_database_after(None)
+    assert process(queue).returncode == 0
+    assert pending_in(path) == ["fail"]
+    left = tasks(queue)
+    assert [int(t["id"]) for t in left] == [task]
+    assert left[0]["err_info"] == "The recorder refused the message to alice@localhost"
+    assert left[0]["error_count"] == "2", "one failure from the replayed journal, one from the second run's own try"
+    assert [d["body"] for d in delivered(queue)] == ["one", "three"]
+
+
+def test_a_rewritten_notification_file_keeps_its_mode_and_owner(queue):
+    """Issue 11, defect 6: notification files hold personal data; a partial delivery must not open them up."""
+    task, path = multi_notice_file(queue, ("one", queue.user), ("fail", queue.user))
+    os.chmod(path, 0o600)
+    owner = (12345, 12346) if os.geteuid() == 0 else (os.getuid(), os.getgid())
+    if os.geteuid() == 0:
+        os.chown(path, *owner)
+    assert process(queue).returncode == 0
+    assert pending_in(path) == ["fail"]
+    status = os.stat(path)
+    assert oct(status.st_mode & 0o777) == oct(0o600)
+    assert (status.st_uid, status.st_gid) == owner
+    assert not os.path.exists(path + ".partial") and task
 
 
 @pytest.mark.parametrize("body, words", [
@@ -331,3 +375,200 @@ def test_the_database_down_at_start_is_a_readable_error(queue):
     assert b"Cannot reach the database server" in done.stdout
     queue.fail_database_after(None)
     assert len(tasks(queue)) == 1 and delivered(queue) == []
+
+
+# --- issue 11: the corners of the queue -----------------------------------------------------------------------
+
+# The modules' database calls in a run before the batch's update: the gateways, the batch, err_info's column.
+DB_CALLS_BEFORE_COMMIT = 3
+
+
+def test_a_template_printing_to_stdout_never_lends_its_text_to_another_notice(queue):
+    """Issue 11, defect 1: EJS templates share one node process per run; one that prints must not shift the
+    answers, or bob receives alice's text."""
+    users = [dict(queue.user, name=name, jabber="%s@localhost" % name) for name in ("alice", "bob", "carol", "dave")]
+    templates = ['<% console.log("debug line") %>for <%= who %>', '<% process.stdout.write("{") %>for <%= who %>',
+                 "for <%= who %>", '<% console.error("to stderr") %>for <%= who %>']
+    for template, user in zip(templates, users):
+        queue.enqueue("ntjabber", template, notice(queue.project).replace("</doc>", "<who>%s</who></doc>"
+                                                                          % user["name"]), user)
+    assert process(queue).returncode == 0
+    assert sorted((d["to"], d["body"]) for d in delivered(queue)) == [
+        ("%s@localhost" % u["name"], "for %s" % u["name"]) for u in users]
+    assert tasks(queue) == []
+    assert "debug line" in queue.logs()["ntjabber.log"]
+
+
+RUNAWAY_XSLT = ('<xsl:stylesheet version="1.0" xmlns:xsl="http://www.w3.org/1999/XSL/Transform">'
+                '<xsl:output method="text"/><xsl:template match="/"><xsl:call-template name="r">'
+                '<xsl:with-param name="n" select="60"/></xsl:call-template></xsl:template>'
+                '<xsl:template name="r"><xsl:param name="n"/><xsl:if test="$n &gt; 0">'
+                '<xsl:call-template name="r"><xsl:with-param name="n" select="$n - 1"/></xsl:call-template>'
+                '<xsl:call-template name="r"><xsl:with-param name="n" select="$n - 1"/></xsl:call-template>'
+                '</xsl:if></xsl:template></xsl:stylesheet>')
+RUNAWAY_EJS = "<% while (true) {} %>"
+
+
+@pytest.mark.parametrize("template, engine", [(RUNAWAY_XSLT, "XSLT"), (RUNAWAY_EJS, "EJS")])
+def test_a_runaway_template_costs_only_its_own_task(queue, template, engine):
+    """Issue 11, defect 4: a template that never ends is stopped at its deadline; the rest of the queue goes."""
+    queue.enqueue("ntjabber", "before", notice(queue.project), queue.user)
+    runaway = queue.enqueue("ntjabber", template, notice(queue.project), queue.user)
+    queue.enqueue("ntjabber", "<%= 'after' %>", notice(queue.project), queue.user)
+    env = dict(queue.env(), MGRNOTIFY_TEMPLATE_TIMEOUT="1")
+    done = subprocess.run(queue.command("notify/ntjabber", "--command", "process"), cwd=queue.root, env=env,
+                          stdout=subprocess.PIPE, timeout=60)
+    assert done.returncode == 0, done.stdout
+    assert [d["body"] for d in delivered(queue)] == ["before", "after"]
+    left = tasks(queue)
+    assert [int(t["id"]) for t in left] == [runaway]
+    assert left[0]["err_info"].startswith("The %s template ran past 1 s and was stopped" % engine)
+
+
+def children_of(pid):
+    """The pids of the processes whose parent is ``pid``."""
+    found = []
+    for entry in os.listdir("/proc"):
+        try:
+            with open("/proc/%s/stat" % entry) as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if fields[1] == str(pid):
+            found.append(int(entry))
+    return found
+
+
+def alive(pid):
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+@pytest.mark.parametrize("template", [RUNAWAY_XSLT, RUNAWAY_EJS], ids=["XSLT", "EJS"])
+def test_a_killed_run_leaves_no_renderer_behind(queue, template):
+    """Issue 11, defect 4: a run killed while a template spins takes its renderer with it."""
+    queue.enqueue("ntjabber", template, notice(queue.project), queue.user)
+    run = subprocess.Popen(queue.command("notify/ntjabber", "--command", "process"), cwd=queue.root,
+                           env=queue.env(), stdout=subprocess.DEVNULL)
+    renderers = []
+    deadline = time.time() + 30
+    while not renderers and time.time() < deadline:
+        time.sleep(0.1)
+        renderers = [pid for pid in children_of(run.pid)
+                     if b"node" in _cmdline(pid) or b"xslt" in _cmdline(pid)]
+    assert renderers, "the run must have started a renderer"
+    time.sleep(0.5)
+    run.send_signal(signal.SIGKILL)
+    run.wait()
+    deadline = time.time() + 10
+    while any(alive(pid) for pid in renderers) and time.time() < deadline:
+        time.sleep(0.1)
+    assert not any(alive(pid) for pid in renderers)
+
+
+def _cmdline(pid):
+    try:
+        with open("/proc/%d/cmdline" % pid, "rb") as f:
+            return f.read()
+    except OSError:
+        return b""
+
+
+def narrow_err_info(box, charset, column="TEXT"):
+    box.mariadb.admin("ALTER TABLE %s.notifytask CONVERT TO CHARACTER SET %s; ALTER TABLE %s.notifytask MODIFY "
+                      "err_info %s NULL" % (box.db_name, charset, box.db_name, column))
+    assert "STRICT_TRANS_TABLES" in box.db.query("SELECT @@sql_mode AS m")[0]["m"]
+
+
+@pytest.mark.parametrize("charset, column, jabber, expected", [
+    ("utf8mb4", "TEXT", "алиса😀@localhost", "The recorder refused the message to алиса😀@localhost"),
+    ("utf8mb3", "TEXT", "алиса😀@localhost", "The recorder refused the message to алиса\ufffd@localhost"),
+    ("latin1", "TEXT", "алиса😀é@localhost", "The recorder refused the message to ??????é@localhost"),
+    ("utf8mb4", "VARCHAR(20)", "alice@localhost", "The recorder refu..."),
+    ("utf8mb3", "VARCHAR(30)", "😀" * 40 + "@localhost", "The recorder refused the me..."),
+])
+def test_err_info_fits_the_column_whatever_its_charset(queue, charset, column, jabber, expected):
+    """Issue 11, defect 3: a reason the column cannot hold (an emoji in utf8mb3, Cyrillic in latin1, too long)
+    is made to fit, so the update goes through and the queue moves on."""
+    narrow_err_info(queue, charset, column)
+    failing = queue.enqueue("ntjabber", "fail", notice(queue.project), dict(queue.user, jabber=jabber))
+    queue.enqueue("ntjabber", "good", notice(queue.project), queue.user)
+    for run in (1, 2):
+        done = process(queue)
+        assert done.returncode == 0, done.stdout
+        left = tasks(queue)
+        assert [int(t["id"]) for t in left] == [failing]
+        assert left[0]["error_count"] == str(run) and left[0]["err_info"] == expected
+    assert [d["body"] for d in delivered(queue)] == ["good"]
+    assert not os.path.exists(queue.path("var", "ntjabber.journal"))
+
+
+def refuse_in_trigger(box, statement, task):
+    """A trigger that makes the database refuse ``statement`` (UPDATE or DELETE) on one task's row."""
+    box.mariadb.admin("USE %s;\nDELIMITER //\nCREATE TRIGGER refuse_%s BEFORE %s ON notifytask FOR EACH ROW "
+                      "IF OLD.id = %d THEN SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = 'refused by a trigger'; "
+                      "END IF//\nDELIMITER ;\n" % (box.db_name, statement.lower(), statement, task))
+
+
+def test_a_refused_update_is_set_aside_and_the_queue_goes_on(queue):
+    refused = queue.enqueue("ntjabber", "fail", notice(queue.project), queue.user)
+    other = queue.enqueue("ntjabber", "fail", notice(queue.project), queue.user)
+    queue.enqueue("ntjabber", "good", notice(queue.project), queue.user)
+    refuse_in_trigger(queue, "UPDATE", refused)
+    for _ in (1, 2):
+        assert process(queue).returncode == 0
+    counts = {int(t["id"]): t["error_count"] for t in tasks(queue)}
+    assert counts == {refused: "0", other: "2"}
+    assert [d["body"] for d in delivered(queue)] == ["good"]
+    with open(queue.path("var", "ntjabber.journal.rejected"), encoding="utf-8") as f:
+        rejected = [json.loads(line) for line in f]
+    assert {r["task"] for r in rejected} == {str(refused)}
+    assert "refused by a trigger" in queue.logs()["ntjabber.log"]
+
+
+def test_a_refused_delete_is_not_sent_again(queue):
+    task, path = multi_notice_file(queue, ("one", queue.user), ("two", queue.user))
+    queue.enqueue("ntjabber", "good", notice(queue.project), queue.user)
+    refuse_in_trigger(queue, "DELETE", task)
+    for _ in (1, 2):
+        assert process(queue).returncode == 0
+    assert sorted(d["body"] for d in delivered(queue)) == ["good", "one", "two"]
+    assert [int(t["id"]) for t in tasks(queue)] == [task] and pending_in(path) == []
+    queue.mariadb.admin("DROP TRIGGER %s.refuse_delete" % queue.db_name)
+    assert process(queue).returncode == 0
+    assert tasks(queue) == [] and not os.path.exists(path)
+    assert len(delivered(queue)) == 3
+
+
+def test_a_batch_gateway_gone_mid_batch_costs_at_most_its_message(queue):
+    """Issue 11, defect 5: a gateway that stops listening (the acknowledgement pipe closed) is a failed
+    gateway, never an internal error of the run."""
+    queue.enqueue("ntjabber", "noack", notice(queue.project), queue.user)
+    queue.enqueue("ntjabber", "next", notice(queue.project), queue.user)
+    queue.enqueue("ntjabber", "last", notice(queue.project), queue.user)
+    done = process(queue)
+    assert done.returncode == 0, done.stdout
+    assert process(queue).returncode == 0
+    assert sorted(d["body"] for d in delivered(queue)) == ["last", "next", "noack"]
+    assert tasks(queue) == []
+
+
+def test_queue_queries_stay_small_however_long_the_run(queue):
+    """Issue 11, defect 5: each batch query used to carry every task id seen so far."""
+    queue.db.execute("UPDATE gateway SET active = 'off'")
+    queue.enqueue_many([dict(modulename="ntjabber", template="x", notice_xml=notice(queue.project),
+                             user=queue.user) for _ in range(450)])
+    queue.mariadb.admin("SET GLOBAL log_output = 'TABLE'; TRUNCATE mysql.general_log; SET GLOBAL general_log = 1")
+    try:
+        assert process(queue).returncode == 0
+    finally:
+        queue.mariadb.admin("SET GLOBAL general_log = 0")
+    logged = queue.mariadb.admin("SELECT LENGTH(argument) FROM mysql.general_log WHERE user_host LIKE '%s%%' AND "
+                                 "argument LIKE 'SELECT id, filename%%'" % queue.db_user).stdout.split()
+    lengths = [int(n) for n in logged[1:]]
+    assert len(lengths) == 6, "five batches of 100 and the empty one that ends the run"
+    assert max(lengths) - min(lengths[1:]) < 10 and max(lengths) < 400, lengths   # the first has no cursor
+    assert all(t["error_count"] == "1" for t in tasks(queue))

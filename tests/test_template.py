@@ -11,7 +11,7 @@ LIB = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 
 if LIB not in sys.path:
     sys.path.insert(0, LIB)
 
-from mgrnotify import template  # noqa: E402
+from mgrnotify import template, xslt_render  # noqa: E402
 from mgrnotify.config import Config  # noqa: E402
 from mgrnotify.errors import TemplateError  # noqa: E402
 from mgrnotify.macros import replace_macros  # noqa: E402
@@ -44,6 +44,13 @@ def xslt(body, output='<xsl:output method="text" encoding="UTF-8"/>'):
 def config(tmp_path):
     """An empty MGR5 root: no BILLmanager EJS runner, so ours is used."""
     return Config(str(tmp_path))
+
+
+@pytest.fixture(scope="module")
+def renderer(tmp_path_factory):
+    """One Renderer for the module's many templates, as a queue run keeps one for its notices."""
+    with template.Renderer(Config(str(tmp_path_factory.mktemp("mgr5")))) as shared:
+        yield shared
 
 
 # ---- xmljson ------------------------------------------------------------------------------------
@@ -141,9 +148,9 @@ def test_is_xslt(text, expected):
      '<?xml version="1.0"?>\n<p>Счёт</p>\n'),
     ('<xsl:for-each select="item"><xsl:value-of select="name"/>;</xsl:for-each>', None, "VPS;Домен;"),
 ])
-def test_xslt_render(config, body, output, expected):
+def test_xslt_render(renderer, body, output, expected):
     text = xslt(body, output) if output else xslt(body)
-    assert template.render(text, NOTICE, config) == expected
+    assert renderer.render(text, NOTICE) == expected
 
 
 @pytest.mark.parametrize("call, expected", [
@@ -168,28 +175,28 @@ def test_xslt_render(config, body, output, expected):
     ("mgr:encodesubject('Invoice paid')", "Invoice paid"),
     ("mgr:encodesubject(nothing)", ""),
 ])
-def test_xslt_mgr_functions(config, call, expected):
-    assert template.render(xslt('<xsl:value-of select="%s"/>' % call), NOTICE, config) == expected
+def test_xslt_mgr_functions(renderer, call, expected):
+    assert renderer.render(xslt('<xsl:value-of select="%s"/>' % call), NOTICE) == expected
 
 
-def test_xslt_mgr_random_range(config):
-    values = [int(template.render(xslt('<xsl:value-of select="mgr:random(3)"/>'), NOTICE, config))
+def test_xslt_mgr_random_range(renderer):
+    values = [int(renderer.render(xslt('<xsl:value-of select="mgr:random(3)"/>'), NOTICE))
               for _ in range(30)]
     assert set(values) <= {0, 1, 2} and len(set(values)) > 1
-    big = template.render(xslt('<xsl:value-of select="mgr:random()"/>'), NOTICE, config)
+    big = renderer.render(xslt('<xsl:value-of select="mgr:random()"/>'), NOTICE)
     assert re.match(r"^\d+$", big) and 0 <= int(big) <= 2 ** 31 - 1
 
 
 @pytest.mark.parametrize("function, args, expected", [
-    (template.mgr_strsum, (), "0"),
-    (template.mgr_strsum, (["12 345 678 901 234 567 890,123456789"], "0.000000001"),
+    (xslt_render.mgr_strsum, (), "0"),
+    (xslt_render.mgr_strsum, (["12 345 678 901 234 567 890,123456789"], "0.000000001"),
      "12345678901234567890.123456790"),
-    (template.mgr_strsum, ("1\u00a0000", 0.5), "1000.5"),
-    (template.mgr_strsum, ("1e3", "1"), "1001"),
-    (template.mgr_replace, (3.0, "3", "three"), "three"),
-    (template.mgr_dateformat, ("2024-03-05", ""), "05.03.2024"),
-    (template.mgr_dateformat, ([], "%Y"), ""),
-    (template.mgr_encodesubject, (True,), "true"),
+    (xslt_render.mgr_strsum, ("1\u00a0000", 0.5), "1000.5"),
+    (xslt_render.mgr_strsum, ("1e3", "1"), "1001"),
+    (xslt_render.mgr_replace, (3.0, "3", "three"), "three"),
+    (xslt_render.mgr_dateformat, ("2024-03-05", ""), "05.03.2024"),
+    (xslt_render.mgr_dateformat, ([], "%Y"), ""),
+    (xslt_render.mgr_encodesubject, (True,), "true"),
 ])
 def test_mgr_functions_direct(function, args, expected):
     assert function(None, *args) == expected
@@ -198,7 +205,7 @@ def test_mgr_functions_direct(function, args, expected):
 def test_mgr_encodesubject_long_subject_stays_on_one_line():
     from email.header import decode_header, make_header
     subject = "Счёт оплачен, спасибо, что вы с нами уже много лет подряд"
-    encoded = template.mgr_encodesubject(None, subject)
+    encoded = xslt_render.mgr_encodesubject(None, subject)
     assert "\n" not in encoded and encoded.count("=?utf-8?b?") > 1
     assert str(make_header(decode_header(encoded))) == subject
 
@@ -209,9 +216,9 @@ def test_mgr_encodesubject_long_subject_stays_on_one_line():
     ("mgr:strsum('12', 'abc')", "The XSLT template calls mgr:strsum() with 'abc', which is not a number"),
     ("mgr:strsum('NaN')", "The XSLT template calls mgr:strsum() with 'NaN', which is not a number"),
 ])
-def test_xslt_mgr_function_errors(config, call, words):
+def test_xslt_mgr_function_errors(renderer, call, words):
     with pytest.raises(TemplateError) as caught:
-        template.render(xslt('<xsl:value-of select="%s"/>' % call), NOTICE, config)
+        renderer.render(xslt('<xsl:value-of select="%s"/>' % call), NOTICE)
     assert caught.value.message == words
 
 
@@ -237,9 +244,9 @@ def test_mgr_functions_are_not_registered_globally():
      "The XSLT template declares DTD entities (&nbsp;), which are not expanded for safety; "
      "write character references instead, such as &#160; for &nbsp;"),
 ])
-def test_xslt_errors(config, text, message):
+def test_xslt_errors(renderer, text, message):
     with pytest.raises(TemplateError) as caught:
-        template.render(text, NOTICE, config)
+        renderer.render(text, NOTICE)
     assert caught.value.message == message
 
 
@@ -252,12 +259,12 @@ def test_xslt_errors(config, text, message):
     xslt("x").replace("<xsl:template", '<xsl:include href="/etc/passwd"/>\n<xsl:template'),
     xslt("x").replace("<xsl:output", '<xsl:import href="file://{secret}"/>\n<xsl:output'),
 ])
-def test_xslt_has_no_file_or_network_access(config, tmp_path, text):
+def test_xslt_has_no_file_or_network_access(renderer, tmp_path, text):
     secret = tmp_path / "secret.xml"   # well-formed XML, so only the access control keeps it out
     secret.write_text('<xsl:stylesheet version="1.0" xmlns:xsl="http://www.w3.org/1999/XSL/Transform">'
                       '<xsl:template match="/">TOPSECRET</xsl:template></xsl:stylesheet>')
     with pytest.raises(TemplateError) as caught:
-        template.render(text.replace("{secret}", str(secret)), NOTICE, config)
+        renderer.render(text.replace("{secret}", str(secret)), NOTICE)
     for leaked in ("root:", "TOPSECRET"):
         assert leaked not in caught.value.message and leaked not in (caught.value.value or "")
 
@@ -270,31 +277,32 @@ def test_xslt_has_no_file_or_network_access(config, tmp_path, text):
      'The XSLT template uses xsl:import at line 4 (href "http://example.com/x.xsl"), which is not allowed: '
      'a template must be self-contained, without file or network access'),
 ])
-def test_xslt_imports_refused(config, element, message):
+def test_xslt_imports_refused(renderer, element, message):
     with pytest.raises(TemplateError) as caught:
-        template.render(xslt("x").replace("<xsl:output", element + "\n<xsl:output"), NOTICE, config)
+        renderer.render(xslt("x").replace("<xsl:output", element + "\n<xsl:output"), NOTICE)
     assert caught.value.message == message
 
 
-def test_xslt_error_names_only_its_own_failure(config, monkeypatch):
+def test_xslt_error_names_only_its_own_failure(monkeypatch):
     # A failed xsl:include is reported with lxml's per-thread log, holding earlier transforms' errors too.
-    monkeypatch.setattr(template, "_refuse_imports", lambda stylesheet: None)
+    # In this process, as the XSLT worker does it: a worker's code cannot be patched from here.
+    monkeypatch.setattr(xslt_render, "_refuse_imports", lambda stylesheet: None)
     with pytest.raises(TemplateError):
-        template.render(xslt("<xsl:value-of select=\"document('http://127.0.0.1:9/x')\"/>"), NOTICE, config)
+        xslt_render.transform(xslt("<xsl:value-of select=\"document('http://127.0.0.1:9/x')\"/>"), NOTICE)
     with pytest.raises(TemplateError) as caught:
-        template.render(xslt("x").replace("<xsl:output", '<xsl:include href="/nowhere.xsl"/>\n<xsl:output'),
-                        NOTICE, config)
+        xslt_render.transform(xslt("x").replace("<xsl:output", '<xsl:include href="/nowhere.xsl"/>\n<xsl:output'),
+                              NOTICE)
     assert caught.value.message == ('The XSLT template is not a valid stylesheet: failed to load '
                                     '"string://__STRING__XSLT__/nowhere.xsl": No such file or directory')
 
 
-def test_xslt_cannot_write_files(config, tmp_path):
+def test_xslt_cannot_write_files(renderer, tmp_path):
     target = tmp_path / "written.txt"
     text = xslt('<exsl:document href="%s" method="text">owned</exsl:document>done' % target)
     text = text.replace('xmlns:mgr=', 'xmlns:exsl="http://exslt.org/common" extension-element-prefixes="exsl" '
                                       'xmlns:mgr=')
     with pytest.raises(TemplateError):
-        template.render(text, NOTICE, config)
+        renderer.render(text, NOTICE)
     assert not target.exists()
 
 
@@ -315,10 +323,10 @@ def test_xslt_cannot_write_files(config, tmp_path):
     ("  \n", "The notice XML is empty; there is nothing to render the template with"),
 ])
 @pytest.mark.parametrize("kind", ["xslt", pytest.param("ejs", marks=needs_node)])
-def test_bad_notice_refused(config, kind, notice, message):
+def test_bad_notice_refused(renderer, kind, notice, message):
     text = xslt('<xsl:value-of select="."/>') if kind == "xslt" else "<%= JSON.stringify(locals) %>"
     with pytest.raises(TemplateError) as caught:
-        template.render(text, notice, config)
+        renderer.render(text, notice)
     assert caught.value.message == message
 
 
@@ -337,8 +345,8 @@ def test_bad_notice_refused(config, kind, notice, message):
     ("plain text, {user.name}", "plain text, {user.name}"),
     ("", ""),
 ])
-def test_ejs_render(config, text, expected):
-    assert template.render(text, NOTICE, config) == expected
+def test_ejs_render(renderer, text, expected):
+    assert renderer.render(text, NOTICE) == expected
 
 
 @needs_node
@@ -348,16 +356,16 @@ def test_ejs_render(config, text, expected):
      "The EJS template failed at line 3: project.name.nope is not a function"),
     ("Hello <%", 'The EJS template failed: Could not find matching close tag for "<%".'),
 ])
-def test_ejs_errors(config, text, message):
+def test_ejs_errors(renderer, text, message):
     with pytest.raises(TemplateError) as caught:
-        template.render(text, NOTICE, config)
+        renderer.render(text, NOTICE)
     assert caught.value.message == message
 
 
 @needs_node
-def test_ejs_syntax_error_is_readable(config):
+def test_ejs_syntax_error_is_readable(renderer):
     with pytest.raises(TemplateError) as caught:
-        template.render("<% if (1) { %>", NOTICE, config)
+        renderer.render("<% if (1) { %>", NOTICE)
     assert caught.value.message.startswith("The EJS template does not compile (Unexpected token")
     assert caught.value.message.endswith("check that every <% %> block and brace is closed")
     assert "while compiling ejs" not in caught.value.message and "EJS-Lint" not in caught.value.message
@@ -367,24 +375,17 @@ def test_ejs_syntax_error_is_readable(config):
 def test_ejs_data_goes_through_stdin_not_arguments(config, monkeypatch):
     import subprocess
     calls = []
-    real_run = subprocess.run
+    real_popen = subprocess.Popen
 
     def spy(args, **kwargs):
         calls.append((args, kwargs))
-        return real_run(args, **kwargs)
-    monkeypatch.setattr(subprocess, "run", spy)
+        return real_popen(args, **kwargs)
+    monkeypatch.setattr(subprocess, "Popen", spy)
     assert template.render("<%= cmdhash %>", NOTICE, config) == "abc123"
     (args, kwargs), = calls
-    assert args[1:] == [template.EJS_RUNNER]
-    assert b"abc123" in kwargs["input"] and kwargs["timeout"] == template.EJS_TIMEOUT
-
-
-@needs_node
-def test_ejs_timeout(config, monkeypatch):
-    monkeypatch.setattr(template, "EJS_TIMEOUT", 1)
-    with pytest.raises(TemplateError) as caught:
-        template.render("<% while (true) {} %>", NOTICE, config)
-    assert caught.value.message == "The EJS template did not finish within 1 seconds; look for an endless loop"
+    assert args[1:] == ["--max-old-space-size=%d" % template.NODE_HEAP_MB, template.EJS_RUNNER]
+    assert kwargs["stdin"] == subprocess.PIPE
+    assert "abc123" not in repr(args) + repr(kwargs)
 
 
 @needs_node
@@ -424,3 +425,287 @@ def test_node_path_keeps_the_existing_one(monkeypatch):
     monkeypatch.setenv("NODE_PATH", "/opt/mine")
     assert template._node_environment()["NODE_PATH"] == os.pathsep.join(
         ["/opt/mine", "/usr/share/nodejs", "/usr/lib/node_modules", "/usr/local/lib/node_modules"])
+
+
+# ---- helper processes: isolation, deadlines, output, replacement ----------------------------------
+
+LOOPING_XSLT = xslt('<xsl:call-template name="twice"><xsl:with-param name="depth" select="60"/></xsl:call-template>'
+                    ).replace('</xsl:stylesheet>',
+                              '<xsl:template name="twice"><xsl:param name="depth"/><xsl:if test="$depth &gt; 0">'
+                              '<xsl:call-template name="twice"><xsl:with-param name="depth" select="$depth - 1"/>'
+                              '</xsl:call-template><xsl:call-template name="twice">'
+                              '<xsl:with-param name="depth" select="$depth - 1"/></xsl:call-template>'
+                              '</xsl:if></xsl:template>\n</xsl:stylesheet>')
+LOOPING_EJS = "<% while (true) {} %>"
+
+
+def notice_for(name):
+    return "<doc><name>%s</name></doc>" % name
+
+
+@pytest.fixture
+def log(tmp_path):
+    """The module log at debug level, in a file of the test's own."""
+    from mgrnotify.log import Log
+    return Log("ntjabber", str(tmp_path / "ntjabber.log"), 9)
+
+
+def logged(log):
+    with open(log.path, encoding="utf-8") as f:
+        return f.read()
+
+
+def child_processes(parent):
+    """{pid: command line} of the live (not zombie) processes whose parent is ``parent``."""
+    found = {}
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open("/proc/%s/stat" % name) as f:
+                state, ppid = f.read().rsplit(")", 1)[1].split()[:2]
+            with open("/proc/%s/cmdline" % name, "rb") as f:
+                cmdline = f.read().replace(b"\0", b" ").decode("utf-8", "replace")
+        except (OSError, IndexError):
+            continue
+        if int(ppid) == parent and state != "Z":
+            found[int(name)] = cmdline
+    return found
+
+
+def helpers_of(parent):
+    """{"EJS"/"XSLT": pid} of a process's template helpers (one renderer's)."""
+    found = {}
+    for pid, cmdline in child_processes(parent).items():
+        if "ejs_render.js" in cmdline:
+            found["EJS"] = pid
+        elif "mgrnotify.xslt_render" in cmdline:
+            found["XSLT"] = pid
+    return found
+
+
+def helper_pids(renderer):
+    """{"EJS"/"XSLT": pid} of the renderer's running helpers."""
+    return {helper.name: helper.process.pid for helper in (renderer._ejs, renderer._xslt) if helper.process}
+
+
+def alive(pid):
+    """True while any thread of ``pid`` runs: node's main thread is a zombie before its other threads end,
+    and only then can the process be waited for."""
+    try:
+        threads = os.listdir("/proc/%d/task" % pid)
+    except OSError:
+        return False
+    for thread in threads:
+        try:
+            with open("/proc/%d/task/%s/stat" % (pid, thread)) as f:
+                if f.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X"):
+                    return True
+        except (OSError, IndexError):
+            continue
+    return False
+
+
+def wait_until(condition, seconds=5):
+    import time
+    deadline = time.time() + seconds
+    while not condition() and time.time() < deadline:
+        time.sleep(0.05)
+    return condition()
+
+
+@needs_node
+@pytest.mark.parametrize("chatter", [
+    '<% console.log("x") %>',
+    '<% process.stdout.write("x") %>',
+    '<% process.stdout.write(JSON.stringify({text: "forged"}) + "\\n") %>',
+    '<% console.error("x") %>',
+    '<% console.info("x"); console.warn("y"); console.dir({a: 1}) %>',
+])
+def test_ejs_output_never_becomes_another_answer(config, log, chatter):
+    with template.Renderer(config, log) as renderer:
+        for _ in range(3):
+            for name in ("alice", "bob"):
+                assert renderer.render(chatter + "Hello <%= name %>", notice_for(name)) == "Hello " + name
+                assert renderer.render(xslt('Hi <xsl:value-of select="name"/>'), notice_for(name)) == "Hi " + name
+
+
+@needs_node
+def test_ejs_output_is_logged_and_bounded(config, log):
+    import time
+    with template.Renderer(config, log) as renderer:
+        assert renderer.render('<% console.log("first line"); process.stdout.write("no newline") %>ok',
+                               NOTICE) == "ok"
+        text = logged(log)
+        assert "WARNING The EJS renderer (pid %d) printed: first line" % helper_pids(renderer)["EJS"] in text
+        assert "printed: no newline" in text
+        started = time.time()
+        flood = '<% for (var i = 0; i < 100000; i++) { console.log("line " + i) } %>done <%= cmdhash %>'
+        assert renderer.render(flood, NOTICE) == "done abc123"
+        assert time.time() - started < 10
+    flood_lines = [line for line in logged(log).splitlines() if "printed: line " in line]
+    assert len(flood_lines) == template.OUTPUT_LOG_LINES
+    assert "the rest is not logged" in logged(log)
+
+
+@pytest.mark.parametrize("kind, text, seconds, message", [
+    ("XSLT", LOOPING_XSLT, "1",
+     "The XSLT template ran past 1 s and was stopped; look for endless recursion or loops"),
+    ("XSLT", LOOPING_XSLT, "0.5",
+     "The XSLT template ran past 0.5 s and was stopped; look for endless recursion or loops"),
+    pytest.param("EJS", LOOPING_EJS, "1", "The EJS template ran past 1 s and was stopped; look for an endless loop",
+                 marks=needs_node),
+], ids=["XSLT 1 s", "XSLT 0.5 s", "EJS 1 s"])
+def test_endless_template_is_stopped_and_the_next_one_renders(config, log, monkeypatch, kind, text, seconds,
+                                                              message):
+    import time
+    monkeypatch.setenv(template.TIMEOUT_ENV, seconds)
+    follow_up = xslt('<xsl:value-of select="cmdhash"/>') if kind == "XSLT" else "<%= cmdhash %>"
+    with template.Renderer(config, log) as renderer:
+        assert renderer.render(follow_up, NOTICE) == "abc123"
+        stuck = helper_pids(renderer)[kind]
+        started = time.time()
+        with pytest.raises(TemplateError) as caught:
+            renderer.render(text, NOTICE)
+        assert float(seconds) <= time.time() - started < float(seconds) + 2
+        assert caught.value.message == message
+        assert not alive(stuck)
+        assert renderer.render(follow_up, NOTICE) == "abc123"
+
+
+@needs_node
+def test_billmanager_ejs_runner_is_stopped_at_the_deadline(config, tmp_path, monkeypatch):
+    monkeypatch.setenv(template.TIMEOUT_ENV, "1")
+    scripts = tmp_path / "etc" / "scripts"
+    scripts.mkdir(parents=True)
+    (scripts / "template_ejs.js").write_text("while (true) {}\n")
+    with pytest.raises(TemplateError) as caught:
+        template.render("<%= x %>", NOTICE, config)
+    assert caught.value.message == "The EJS template ran past 1 s and was stopped; look for an endless loop"
+    assert not [cmdline for cmdline in child_processes(os.getpid()).values() if "template_ejs.js" in cmdline]
+
+
+def test_bad_timeout_setting_falls_back_to_the_default(config, log, monkeypatch):
+    monkeypatch.setenv(template.TIMEOUT_ENV, "soon")
+    assert template.Renderer(config, log).timeout == template.RENDER_TIMEOUT
+    assert "MGRNOTIFY_TEMPLATE_TIMEOUT='soon' is not a positive number of seconds; templates get 30 s" in logged(log)
+
+
+@needs_node
+def test_helper_killed_between_renders_is_replaced(config, log):
+    import signal
+    with template.Renderer(config, log) as renderer:
+        assert renderer.render("<%= cmdhash %>", NOTICE) == "abc123"
+        assert renderer.render(xslt('<xsl:value-of select="cmdhash"/>'), NOTICE) == "abc123"
+        before = helper_pids(renderer)
+        for pid in before.values():
+            os.kill(pid, signal.SIGKILL)
+        assert wait_until(lambda: not any(alive(pid) for pid in before.values()))
+        assert renderer.render("<%= cmdhash %>", NOTICE) == "abc123"
+        assert renderer.render(xslt('<xsl:value-of select="cmdhash"/>'), NOTICE) == "abc123"
+        after = helper_pids(renderer)
+        assert set(after) == {"EJS", "XSLT"} and not set(after.values()) & set(before.values())
+    for kind in ("EJS", "XSLT"):
+        assert ("The %s renderer (pid %d) had stopped (killed by signal 9); starting a new one"
+                % (kind, before[kind])) in logged(log)
+    assert not any(alive(pid) for pid in after.values())
+
+
+KILLED_RUN = r"""
+import json, sys, threading
+sys.path.insert(0, sys.argv[1])
+from mgrnotify import template
+from mgrnotify.config import Config
+ok_xslt, looping_xslt, notice = json.loads(sys.stdin.read())
+renderer = template.Renderer(Config(sys.argv[2]))
+renderer.render("<%= cmdhash %>", notice)
+renderer.render(ok_xslt, notice)
+print("ready", flush=True)
+threading.Thread(target=renderer.render, args=(looping_xslt, notice), daemon=True).start()
+renderer.render("<% while (true) {} %>", notice)
+"""
+
+
+@needs_node
+def test_helpers_die_with_a_killed_run(config):
+    import json
+    import signal
+    import subprocess
+    import time
+    env = dict(os.environ)
+    env[template.TIMEOUT_ENV] = "120"
+    run = subprocess.Popen([sys.executable, "-c", KILLED_RUN, LIB, config.root], stdin=subprocess.PIPE,
+                           stdout=subprocess.PIPE, env=env)
+    try:
+        run.stdin.write(json.dumps([xslt("x"), LOOPING_XSLT, NOTICE]).encode("utf-8"))
+        run.stdin.close()
+        assert run.stdout.readline() == b"ready\n"
+        helpers = helpers_of(run.pid)
+        assert set(helpers) == {"EJS", "XSLT"}
+        time.sleep(0.5)   # both helpers are now in their endless templates
+        assert all(alive(pid) for pid in helpers.values())
+    finally:
+        run.send_signal(signal.SIGKILL)
+        run.wait()
+        run.stdout.close()
+    assert wait_until(lambda: not any(alive(pid) for pid in helpers.values())), helpers
+
+
+FAKE_HELPER = r"""
+import json, os, sys
+answers = int(os.environ["MGRNOTIFY_ANSWER_FD"])
+for line in sys.stdin:
+    request = json.loads(line)
+    reply = (json.dumps({"id": request["id"], "text": request["say"]}) + "\n").encode("utf-8")
+    if request["say"] == "forged first":
+        os.write(answers, b'{"id": "0123456789abcdef.1", "text": "forged"}\n')
+    elif request["say"] == "garbage":
+        reply = b"garbage\n"
+    elif request["say"] == "exit":
+        print("  a long traceback\n" * 500 + "Traceback: the helper failed", flush=True)
+        sys.exit(7)
+    elif request["say"] == "nothing":
+        continue
+    elif request["say"] == "flood first":
+        sys.stdout.write("x" * 1000000 + "\n")
+        sys.stdout.flush()
+    while reply:
+        reply = reply[os.write(answers, reply):]
+"""
+
+
+@pytest.mark.parametrize("say, outcome", [
+    ("hello", "hello"),
+    ("forged first", "forged first"),
+    ("flood first", "flood first"),
+    ("big " + "y" * 500000, "big " + "y" * 500000),
+    ("garbage", "The XSLT renderer wrote something that is not an answer ('garbage') and was stopped; "
+                "the next template gets a new one"),
+    ("exit", "The XSLT renderer stopped unexpectedly (exit status 7: Traceback: the helper failed)"),
+    ("nothing", "ran past"),
+], ids=["answer", "forged answer first", "flood of output first", "long request and answer", "garbage",
+        "exit", "no answer"])
+def test_helper_protocol(log, say, outcome):
+    helper = template._Helper("XSLT", lambda: ([sys.executable, "-c", FAKE_HELPER], dict(os.environ), None),
+                              log, 0.5, "ran past")
+    try:
+        if outcome == say:
+            assert helper.ask({"say": say}) == {"id": "%s.1" % helper.nonce, "text": say}
+        else:
+            with pytest.raises(TemplateError) as caught:
+                helper.ask({"say": say})
+            assert caught.value.message == outcome
+            assert helper.process is None
+        assert helper.ask({"say": "next"})["text"] == "next"
+    finally:
+        helper.stop()
+    if say == "forged first":
+        assert "gave an answer for another request (id '0123456789abcdef.1'); it is ignored" in logged(log)
+
+
+def test_render_without_a_renderer_leaves_no_helper(config):
+    before = set(child_processes(os.getpid()))
+    assert template.render(xslt('<xsl:value-of select="cmdhash"/>'), NOTICE, config) == "abc123"
+    if template._find_node() is not None:
+        assert template.render("<%= cmdhash %>", NOTICE, config) == "abc123"
+    assert set(child_processes(os.getpid())) <= before

@@ -243,7 +243,10 @@ class BatchChannel:
         def recorded(message_id, reason):
             on_result(message_id, reason)
             self.answered += 1
-            os.write(self.ack, b"+")   # only now may the gateway send the next message
+            try:
+                os.write(self.ack, b"+")   # only now may the gateway send the next message
+            except OSError:   # the gateway is gone: its end of the output tells the rest
+                pass
 
         ended, timed_out = self._read_results(pending, recorded, time.time() + timeout)
         if not pending:

@@ -2,6 +2,9 @@
 
 The file (CONTRACT.md) holds one or more ``<notify>``, each with the template (``<tmpl>``), the notice
 as an XML document serialised to text (``<notice_xml>``), a fallback subject and the user's row.
+
+After a partial delivery the delivered ``<notify>`` elements are marked, not removed: a notice keeps
+its position for good, so a journal replayed twice marks the same notices and nothing else.
 """
 
 import os
@@ -9,17 +12,21 @@ import os
 from . import xmlio
 from .errors import InputError
 
+# [ours] The attribute that marks a <notify> as delivered; BILLmanager writes no attributes on <notify>.
+DELIVERED = "mgrnotify_delivered"
+
 
 class Notice:
     """One ``<notify>`` of a file: template, notice document, subject, user and provider."""
 
-    def __init__(self, index, template, notice_xml, templatesubject, user):
+    def __init__(self, index, template, notice_xml, templatesubject, user, delivered=False):
         self.index = index
+        self.delivered = delivered
         self.template = template
         self.notice_xml = notice_xml
         self.user = user
         notice = xmlio.parse(notice_xml, "the notice XML of notification %d" % (index + 1)) \
-            if notice_xml.strip() else None
+            if notice_xml.strip() and not delivered else None
         self.project = xmlio.fields(notice.find("project")) if notice is not None else {}
         subject = ""
         if notice is not None:
@@ -33,7 +40,10 @@ class Notice:
 
 
 def read(path):
-    """The notices of the file at ``path``: InputError if it is missing, unreadable, empty or not XML."""
+    """Every notice of the file at ``path``, delivered ones included (``Notice.delivered``), in file order.
+
+    InputError if the file is missing, unreadable, empty or not XML, or holds no ``<notify>``.
+    """
     try:
         with open(path, "rb") as f:
             data = f.read()
@@ -45,23 +55,49 @@ def read(path):
     notices = []
     for index, notify in enumerate(root.findall("notify")):
         notices.append(Notice(index, xmlio.text(notify, "tmpl"), xmlio.text(notify, "notice_xml"),
-                              xmlio.text(notify, "templatesubject"), xmlio.fields(notify.find("user"))))
+                              xmlio.text(notify, "templatesubject"), xmlio.fields(notify.find("user")),
+                              delivered=bool(notify.get(DELIVERED))))
     if not notices:
         raise InputError("The notification file %s holds no <notify> element" % path)
     return notices
 
 
-def rewrite_without(path, delivered):
-    """Rewrite the file keeping only the ``<notify>`` elements whose index is not in ``delivered``.
-
-    After a partial delivery the retry must not send the delivered ones again.
+def mark_delivered(path, indexes):
+    """Mark the ``<notify>`` elements at ``indexes`` (positions in the file) as delivered, so no retry sends
+    them again. Marking twice changes nothing; the file keeps its mode and owner (it holds personal data).
     """
     with open(path, "rb") as f:
-        root = xmlio.parse(f.read(), "the notification file")
-    for index, notify in reversed(list(enumerate(root.findall("notify")))):
-        if index in delivered:
-            root.remove(notify)
+        root = xmlio.parse(f.read(), "the notification file %s" % os.path.basename(path))
+    changed = False
+    for index, notify in enumerate(root.findall("notify")):
+        if index in indexes and not notify.get(DELIVERED):
+            notify.set(DELIVERED, "1")
+            changed = True
+    if changed:
+        _replace(path, xmlio.serialize(root).encode("utf-8"))
+
+
+def _replace(path, data):
+    """Write ``data`` over the file at ``path`` atomically, with the old file's mode and owner."""
+    status = os.stat(path)
     temporary = path + ".partial"
-    with open(temporary, "w", encoding="utf-8") as f:
-        f.write(xmlio.serialize(root))
-    os.replace(temporary, path)
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.fchmod(fd, status.st_mode & 0o7777)
+        if (status.st_uid, status.st_gid) != (os.geteuid(), os.getegid()):
+            try:
+                os.fchown(fd, status.st_uid, status.st_gid)
+            except PermissionError:   # not root: the file stays ours, with the old mode
+                pass
+        with os.fdopen(fd, "wb") as f:
+            fd = None
+            f.write(data)
+        os.replace(temporary, path)
+    except BaseException:
+        if fd is not None:
+            os.close(fd)
+        try:
+            os.unlink(temporary)
+        except OSError:
+            pass
+        raise

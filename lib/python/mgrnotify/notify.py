@@ -77,13 +77,11 @@ class NotifyModule(Module):
         if forced_only:
             self.log.info("etc/billmgr.DoNothing exists: only tasks with forcedonothing are sent")
         sender = _Sender(self, queue, gatewaycall.load(db, self.log.name))
-        seen = set()
         try:
             while True:
-                tasks = queue.take(seen, forced_only)
+                tasks = queue.take(forced_only)
                 if not tasks:
                     break
-                seen.update(task["id"] for task in tasks)
                 sender.send(tasks)
                 done, failed = queue.commit()
                 self.log.info("Batch of %d tasks: %d delivered, %d failed", len(tasks), done, failed)
@@ -142,14 +140,14 @@ class _Sender:
         self.log = module.log
         self.gateway_modules = {}
         self.channels = {}   # gateway id -> BatchChannel: one gateway process, one session per run
-        from .template import EjsSession
-        self.ejs = EjsSession(module.config)   # one node process for the whole run
+        from .template import Renderer
+        self.renderer = Renderer(module.config, module.log)   # isolated renderers, kept for the whole run
 
     def close(self):
-        """End the gateway sessions and the template renderer of this run."""
+        """End the gateway sessions and the template renderers of this run."""
         for channel in self.channels.values():
             channel.close()
-        self.ejs.close()
+        self.renderer.close()
 
     def send(self, tasks):
         """Render every notice of ``tasks`` and send them, grouped by gateway."""
@@ -162,13 +160,15 @@ class _Sender:
                 self.queue.record(task, None, 0, e.message)
                 continue
             for notice in notices:
-                self._prepare(task, notice, len(notices), outbox)
+                if notice.delivered:   # by an earlier run: counts as sent, goes nowhere
+                    self.queue.record(task, notice.index, len(notices))
+                else:
+                    self._prepare(task, notice, len(notices), outbox)
         for gateway, messages in outbox.values():
             self._deliver(gateway, messages)
 
     def _prepare(self, task, notice, total, outbox):
         from .macros import replace_macros
-        from .template import render
         contact = (notice.user.get(self.module.contact_type) or "").strip()
         if not contact:
             self.log.info("Task %s: user %s has no %s; nothing to send", task["id"], notice.user.get("name", "?"),
@@ -176,7 +176,7 @@ class _Sender:
             self.queue.record(task, notice.index, total)
             return
         try:
-            text = replace_macros(render(notice.template, notice.notice_xml, self.module.config, self.ejs),
+            text = replace_macros(self.renderer.render(notice.template, notice.notice_xml),
                                   notice.user, notice.project).strip()
         except errors.MgrNotifyError as e:
             self.queue.record(task, notice.index, total, e.message)

@@ -4,6 +4,12 @@ The type comes from the template's structure [doc]: an XML document whose root i
 ``xsl:stylesheet`` or ``xsl:transform`` is XSLT, applied by lxml to the notice XML with no file
 or network access; anything else is EJS, rendered by node with the notice XML converted to
 data by ``xmljson``. Every failure is a ``TemplateError`` with a sentence an admin can act on.
+
+Neither engine runs in the calling process. A ``Renderer`` keeps one helper process per engine for
+a queue run: ``xslt_render`` (Python with lxml) and ``ejs_render.js`` (node). It writes each request
+with an id on the helper's stdin and reads the answer from a pipe of its own, so nothing a template
+prints can pass for an answer; what the helpers print goes to the log. Each render has a deadline,
+after which the helper is killed and replaced; helpers die with the process that started them.
 """
 
 import os
@@ -12,20 +18,30 @@ from .errors import TemplateError
 
 XSL_NAMESPACE = "http://www.w3.org/1999/XSL/Transform"
 XSL_ROOTS = ("stylesheet", "transform")
-MGR_NAMESPACE = "http://ispsystem.com/xslplugin"   # old templates' extension functions, prefix mgr: [doc]
 
-EJS_TIMEOUT = 30   # seconds; a template in an endless loop must not hold up the queue
+RENDER_TIMEOUT = 30   # [ours] seconds per render: a template in an endless loop must not hold the queue's lock
+TIMEOUT_ENV = "MGRNOTIFY_TEMPLATE_TIMEOUT"   # overrides RENDER_TIMEOUT (seconds, may be fractional)
+ANSWER_FD_ENV = "MGRNOTIFY_ANSWER_FD"   # tells a helper the file descriptor its answers go to
+OUTPUT_LOG_BYTES = 2000   # of what a helper prints during one render, logged; a chatty template must not flood
+OUTPUT_LOG_LINES = 10
+OUTPUT_TAIL_BYTES = 300   # of a dying helper's last words, for the sentence (a traceback's last line says why)
+MAX_ANSWER_BYTES = 64 * 1024 ** 2   # an answer line longer than this is garbage, not a message
+LIBRARY_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))   # lib/python, holding mgrnotify
+
 NODE_NAMES = ("node", "nodejs")   # Debian and Ubuntu before 2018 named the binary nodejs
 NODE_DIRS = ("/usr/bin", "/usr/local/bin")   # looked at when node is not on PATH (cron's PATH is short)
 NODE_MODULE_DIRS = ("/usr/share/nodejs", "/usr/lib/node_modules", "/usr/local/lib/node_modules")
+NODE_HEAP_MB = 512   # [ours] node's --max-old-space-size: a runaway template fails instead of swapping
 EJS_RUNNER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "ejs_render.js")
-EJS_EXIT_TEMPLATE_FAILED = 1   # exit statuses of ejs_render.js
-EJS_EXIT_NO_EJS = 3
+# Statuses in ejs_render.js's answers; BILLmanager's template_ejs.js is taken to exit with the same [ours].
+EJS_STATUS_TEMPLATE_FAILED = 1
+EJS_STATUS_NO_EJS = 3
 # The name ejs gives the template, in its messages and to resolve include() relative to the MGR5 root.
 EJS_FILENAME = "notification.ejs"
 
 _XML_PARSER_OPTIONS = dict(resolve_entities=False, no_network=True, load_dtd=False, huge_tree=False)
 _LEADING_JUNK = "\ufeff \t\r\n"   # a BOM or a newline before <?xml ...?> makes the declaration illegal
+PR_SET_PDEATHSIG = 1   # <linux/prctl.h>
 
 
 def is_xslt(template_text):
@@ -39,28 +55,390 @@ def is_xslt(template_text):
         return False
 
 
-def render(template_text, notice_xml_text, config, ejs=None):
+def render(template_text, notice_xml_text, config, renderer=None):
     """The template (XSLT or EJS) rendered against the notice XML document, as text.
 
-    ``ejs``: an ``EjsSession`` to render EJS in, when many templates are rendered in one run.
-    A template that names the XSLT namespace but is not well-formed XML is a broken XSLT
-    rather than EJS [ours], so a stylesheet's source never goes out as the message.
+    ``renderer``: the ``Renderer`` to use when many templates are rendered in one run; without one,
+    a renderer is started for this template and stopped after it.
     """
-    from lxml import etree
-    if XSL_NAMESPACE in template_text:
+    if renderer is not None:
+        return renderer.render(template_text, notice_xml_text)
+    with Renderer(config) as one_off:
+        return one_off.render(template_text, notice_xml_text)
+
+
+class Renderer:
+    """Renders templates for one queue run, each engine in a helper process kept for the whole run.
+
+    ``render()`` gives the text or raises ``TemplateError``; ``close()`` stops the helpers. ``log`` gets
+    what the helpers print, as warnings (None drops it). Helpers are started from the calling thread
+    and die with it (Linux): a killed run leaves no node or XSLT worker behind.
+    """
+
+    def __init__(self, config, log=None):
+        self.config = config
+        self.log = log
+        self.timeout, timeout_text = _render_timeout(log)
+        self._xslt = _Helper("XSLT", _xslt_command, log, self.timeout,
+                             "The XSLT template ran past %s s and was stopped; look for endless recursion or loops"
+                             % timeout_text)
+        self._ejs_timed_out = ("The EJS template ran past %s s and was stopped; look for an endless loop"
+                               % timeout_text)
+        self._ejs = _Helper("EJS", _node_command, log, self.timeout, self._ejs_timed_out)
+
+    def render(self, template_text, notice_xml_text):
+        """The template rendered against the notice XML, as text; ``TemplateError`` saying why it cannot be.
+
+        A template that names the XSLT namespace but is not well-formed XML is a broken XSLT
+        rather than EJS [ours], so a stylesheet's source never goes out as the message.
+        """
+        from .xmljson import to_json
+        if parse_stylesheet(template_text) is not None:
+            answer = self._xslt.ask({"template": template_text, "notice": notice_xml_text})
+            if "text" in answer:
+                return answer["text"]
+            raise TemplateError(answer.get("error") or "The XSLT renderer gave no reason for the failure",
+                                value=answer.get("value"))
+        job = {"template": template_text, "data": to_json(parse_notice(notice_xml_text)),
+               "filename": self.config.path(EJS_FILENAME)}
+        billmanager_runner = self.config.path("etc", "scripts", "template_ejs.js")
+        if os.path.isfile(billmanager_runner):
+            return self._render_ejs_once(billmanager_runner, job)
+        answer = self._ejs.ask(job)
+        if "text" in answer:
+            return answer["text"]
+        error = answer.get("error") or ""
+        if answer.get("status") == EJS_STATUS_NO_EJS:
+            raise _no_ejs(error)
+        if answer.get("status") == EJS_STATUS_TEMPLATE_FAILED:
+            raise TemplateError(_ejs_failure(error), value=error)
+        raise TemplateError("The EJS renderer refused the request: %s" % (error or "no message"), value=error)
+
+    def _render_ejs_once(self, runner, job):
+        """The template rendered by BILLmanager's own runner, one node process for it.
+
+        [ours] guess: BILLmanager's script is assumed to take our JSON on stdin and write the text to stdout.
+        """
+        import json
+        import subprocess
+        node = _require_node()
         try:
-            root = _parse(template_text)
-        except etree.XMLSyntaxError as e:
-            raise TemplateError("The XSLT template is not well-formed XML at line %s: %s"
-                                % (e.lineno, _syntax_message(e)), value=str(e))
-        if _is_stylesheet(root):
-            return _render_xslt(root, notice_xml_text)
-    if ejs is not None and ejs.usable():
-        return ejs.render(template_text, notice_xml_text)
-    return _render_ejs(template_text, notice_xml_text, config)
+            process = subprocess.Popen(_node_argv(node, runner), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                       stderr=subprocess.PIPE, env=_node_environment(),
+                                       preexec_fn=_dies_with_parent())
+        except OSError as e:
+            raise TemplateError("node (%s) could not be started: %s" % (node, e.strerror or e))
+        try:
+            stdout, stderr = process.communicate(json.dumps(job).encode("utf-8"), timeout=self.timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+            for pipe in (process.stdin, process.stdout, process.stderr):
+                pipe.close()
+            raise TemplateError(self._ejs_timed_out)
+        if process.returncode == 0:
+            _log_printed(self.log, "BILLmanager's EJS runner (pid %d)" % process.pid, stderr[:OUTPUT_LOG_BYTES],
+                         max(0, len(stderr) - OUTPUT_LOG_BYTES))
+            return stdout.decode("utf-8", "replace")
+        stderr = stderr.decode("utf-8", "replace").strip()
+        if process.returncode == EJS_STATUS_NO_EJS:
+            raise _no_ejs(stderr)
+        if process.returncode == EJS_STATUS_TEMPLATE_FAILED:
+            raise TemplateError(_ejs_failure(stderr), value=stderr)
+        raise TemplateError("The EJS renderer %s ended with status %d: %s"
+                            % (runner, process.returncode, stderr or "no message"), value=stderr)
+
+    def close(self):
+        """Stop the helper processes; a later ``render()`` starts new ones."""
+        self._xslt.stop()
+        self._ejs.stop()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        self.close()
+
+
+def _render_timeout(log):
+    """(seconds, as written for sentences) of one render's deadline: $MGRNOTIFY_TEMPLATE_TIMEOUT or the default."""
+    text = os.environ.get(TIMEOUT_ENV, "").strip()
+    if text:
+        try:
+            seconds = float(text)
+        except ValueError:
+            seconds = 0
+        if 0 < seconds < float("inf"):
+            return seconds, text
+        if log is not None:
+            log.warning("%s=%r is not a positive number of seconds; templates get %d s", TIMEOUT_ENV, text,
+                        RENDER_TIMEOUT)
+    return RENDER_TIMEOUT, str(RENDER_TIMEOUT)
+
+
+# ---- helper processes ----------------------------------------------------------------------------
+
+class _Helper:
+    """One helper process: JSON requests on its stdin, JSON answers on a pipe of their own, its output logged.
+
+    ``command()`` gives (argv, env, cwd) to start it. A helper that misses the deadline, dies or writes
+    garbage on the answer pipe is stopped; the next ``ask()`` starts a new one.
+    """
+
+    def __init__(self, name, command, log, timeout, timeout_sentence):
+        self.name = name
+        self.command = command
+        self.log = log
+        self.timeout = timeout
+        self.timeout_sentence = timeout_sentence
+        self.process = None
+        self.answers = None   # the read end of the answer pipe
+        self.nonce = ""
+        self.count = 0
+        self.output = bytearray()   # what the helper printed during this render, up to OUTPUT_LOG_BYTES
+        self.output_total = 0
+        self.output_tail = b""
+
+    def _start(self):
+        import subprocess
+        argv, env, cwd = self.command()
+        answers, child_end = os.pipe()
+        env[ANSWER_FD_ENV] = str(child_end)
+        try:
+            # stderr joins stdout: one pipe to read, in one order, and neither can fill up unread.
+            self.process = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                            stderr=subprocess.STDOUT, env=env, cwd=cwd, pass_fds=(child_end,),
+                                            preexec_fn=_dies_with_parent())
+        except OSError as e:
+            os.close(answers)
+            raise TemplateError("The %s renderer (%s) could not be started: %s"
+                                % (self.name, argv[0], e.strerror or e))
+        finally:
+            os.close(child_end)
+        self.answers = answers
+        os.set_blocking(self.process.stdin.fileno(), False)   # a request is written within the deadline too
+        # Ids no template can guess, so nothing it writes can pass for the answer to a request.
+        self.nonce = os.urandom(8).hex()
+        self.count = 0
+        if self.log is not None:
+            self.log.debug("Started the %s renderer (pid %d)", self.name, self.process.pid)
+
+    def ask(self, request):
+        """The helper's answer (a dict) to ``request`` (a dict, given an id here); TemplateError without one."""
+        import json
+        import time
+        deadline = time.monotonic() + self.timeout
+        if self.process is not None and self.process.poll() is not None:
+            if self.log is not None:
+                self.log.warning("The %s renderer (pid %d) had stopped (%s); starting a new one",
+                                 self.name, self.process.pid, _exit_status(self.process.returncode))
+            self.stop()
+        if self.process is None:
+            self._start()
+        self.count += 1
+        request_id = "%s.%d" % (self.nonce, self.count)
+        request = dict(request, id=request_id)
+        outcome, detail = self._exchange((json.dumps(request) + "\n").encode("utf-8"), request_id, deadline)
+        if outcome != "answer":
+            self.process.kill()   # already gone when it ended by itself; then this changes nothing
+            self.process.wait()
+        self._read_output_ready()
+        last_words = self._flush_output()
+        if outcome == "answer":
+            return detail
+        status = self.process.returncode
+        self.stop()
+        if outcome == "timeout":
+            raise TemplateError(self.timeout_sentence)
+        if outcome == "garbage":
+            raise TemplateError("The %s renderer wrote something that is not an answer (%r) and was stopped; "
+                                "the next template gets a new one" % (self.name, detail[:200]))
+        raise TemplateError("The %s renderer stopped unexpectedly (%s%s)"
+                            % (self.name, _exit_status(status), ": " + last_words if last_words else ""))
+
+    def _exchange(self, data, request_id, deadline):
+        """Write the request and wait for its answer: ("answer", dict), ("timeout", None), ("ended", None)
+        or ("garbage", text)."""
+        import select
+        import time
+        stdin, stdout = self.process.stdin.fileno(), self.process.stdout.fileno()
+        parts, size = [], 0
+        watched = [self.answers, stdout]
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return "timeout", None
+            readable, writable, _ = select.select(watched, [stdin] if data else [], [], remaining)
+            if writable:
+                data = _write_some(stdin, data)
+            if stdout in readable and not self._read_output(stdout):
+                watched.remove(stdout)   # closed: the answer pipe tells whether the helper is still there
+            if self.answers not in readable:
+                continue
+            chunk = os.read(self.answers, 65536)
+            if not chunk:
+                return "ended", None
+            parts.append(chunk)
+            size += len(chunk)
+            if b"\n" not in chunk:
+                if size > MAX_ANSWER_BYTES:
+                    return "garbage", b"".join(parts)[:200].decode("utf-8", "replace")
+                continue
+            lines = b"".join(parts).split(b"\n")
+            parts = [lines.pop()]
+            size = len(parts[0])
+            for line in lines:
+                answer = _decode_answer(line)
+                if answer is None:
+                    return "garbage", line.decode("utf-8", "replace")
+                if answer["id"] == request_id:
+                    return "answer", answer
+                if self.log is not None:
+                    self.log.warning("The %s renderer gave an answer for another request (id %r); it is ignored",
+                                     self.name, answer["id"][:100])
+
+    def _read_output(self, fd):
+        """Take what the helper printed: the first OUTPUT_LOG_BYTES of this render kept, the rest counted."""
+        chunk = os.read(fd, 65536)
+        room = OUTPUT_LOG_BYTES - len(self.output)
+        if room > 0:
+            self.output += chunk[:room]
+        self.output_total += len(chunk)
+        self.output_tail = (self.output_tail + chunk)[-OUTPUT_TAIL_BYTES:]
+        return chunk
+
+    def _read_output_ready(self):
+        """Read what the helper printed and is already in the pipe, so it is logged with this render."""
+        import select
+        fd = self.process.stdout.fileno()
+        for _ in range(16):   # bounded: a helper printing from a timer would never let an unbounded loop end
+            if not select.select([fd], [], [], 0)[0] or not self._read_output(fd):
+                return
+
+    def _flush_output(self):
+        """Log this render's output as warnings; its last non-blank line ("" when none)."""
+        who = "The %s renderer (pid %d)" % (self.name, self.process.pid)
+        _log_printed(self.log, who, bytes(self.output), self.output_total - len(self.output))
+        lines = [line for line in self.output_tail.decode("utf-8", "replace").splitlines() if line.strip()]
+        self.output, self.output_total, self.output_tail = bytearray(), 0, b""
+        return lines[-1].strip() if lines else ""
+
+    def stop(self):
+        """Kill the helper and close its pipes."""
+        if self.process is None:
+            return
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+        for pipe in (self.process.stdin, self.process.stdout):
+            try:
+                pipe.close()
+            except OSError:
+                pass
+        os.close(self.answers)
+        self.process, self.answers = None, None
+
+
+def _write_some(fd, data):
+    """``data`` less what a non-blocking write took; b"" when the helper is gone (its answer pipe says how)."""
+    try:
+        return data[os.write(fd, data):]
+    except BlockingIOError:
+        return data
+    except BrokenPipeError:
+        return b""
+
+
+def _decode_answer(line):
+    """The JSON object of an answer line with a string id, or None when it is not one."""
+    import json
+    try:
+        answer = json.loads(line.decode("utf-8"))
+    except ValueError:   # also UnicodeDecodeError
+        return None
+    if isinstance(answer, dict) and isinstance(answer.get("id"), str):
+        return answer
+    return None
+
+
+def _log_printed(log, who, data, dropped):
+    """Log what a helper printed (``data`` and ``dropped`` bytes more), a warning a line, OUTPUT_LOG_LINES at most."""
+    if log is None:
+        return
+    lines = [line for line in data.decode("utf-8", "replace").splitlines() if line.strip()]
+    for line in lines[:OUTPUT_LOG_LINES]:
+        log.warning("%s printed: %s", who, line)
+    if dropped or len(lines) > OUTPUT_LOG_LINES:
+        log.warning("%s printed %d bytes in all; the rest is not logged", who, len(data) + dropped)
+
+
+def _exit_status(returncode):
+    if returncode < 0:
+        return "killed by signal %d" % -returncode
+    return "exit status %d" % returncode
+
+
+def _dies_with_parent():
+    """A preexec_fn that has the kernel kill the child when the starting thread dies (Linux); None elsewhere."""
+    import ctypes
+    import signal
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl   # looked up here: the child runs as little as it can
+    except (OSError, AttributeError):
+        return None
+    parent, sigkill = os.getpid(), int(signal.SIGKILL)
+
+    def set_death_signal():
+        prctl(PR_SET_PDEATHSIG, sigkill)
+        if os.getppid() != parent:   # the parent died before prctl took effect: no signal would come
+            os._exit(1)
+    return set_death_signal
+
+
+def _xslt_command():
+    """The XSLT worker: this Python on ``xslt_render``, the library first on its path (its working folder)."""
+    import sys
+    return [sys.executable, "-m", "mgrnotify.xslt_render"], dict(os.environ), LIBRARY_DIR
+
+
+def _node_command():
+    """node on our EJS runner."""
+    return _node_argv(_require_node(), EJS_RUNNER), _node_environment(), None
 
 
 # ---- XML -----------------------------------------------------------------------------------------
+
+def parse_stylesheet(template_text):
+    """The template's parsed root when it is XSLT, None when it is EJS.
+
+    TemplateError for a template that names the XSLT namespace but is not well-formed XML.
+    """
+    from lxml import etree
+    if XSL_NAMESPACE not in template_text:
+        return None
+    try:
+        root = _parse(template_text)
+    except etree.XMLSyntaxError as e:
+        raise TemplateError("The XSLT template is not well-formed XML at line %s: %s"
+                            % (e.lineno, _syntax_message(e)), value=str(e))
+    return root if _is_stylesheet(root) else None
+
+
+def parse_notice(notice_xml_text):
+    """The notice document's root; a DOCTYPE is refused, as everywhere input is read."""
+    from lxml import etree
+    if not notice_xml_text or not notice_xml_text.strip():
+        raise TemplateError("The notice XML is empty; there is nothing to render the template with")
+    try:
+        root = _parse(notice_xml_text)
+    except etree.XMLSyntaxError as e:
+        raise TemplateError("The notice XML is not well-formed at line %s: %s"
+                            % (e.lineno, _syntax_message(e)), value=str(e))
+    if root.getroottree().docinfo.doctype:
+        raise TemplateError("The notice XML was refused: it carries a DOCTYPE, and DTDs and entity "
+                            "declarations are not accepted for safety")
+    return root
+
 
 def _parse(text):
     """An lxml root element from XML text, entities not expanded, no DTD or network fetched."""
@@ -79,214 +457,13 @@ def _is_stylesheet(root):
     return name.namespace == XSL_NAMESPACE and name.localname in XSL_ROOTS
 
 
-def _parse_notice(notice_xml_text):
-    """The notice document's root; a DOCTYPE is refused, as everywhere input is read."""
-    from lxml import etree
-    if not notice_xml_text or not notice_xml_text.strip():
-        raise TemplateError("The notice XML is empty; there is nothing to render the template with")
-    try:
-        root = _parse(notice_xml_text)
-    except etree.XMLSyntaxError as e:
-        raise TemplateError("The notice XML is not well-formed at line %s: %s"
-                            % (e.lineno, _syntax_message(e)), value=str(e))
-    if root.getroottree().docinfo.doctype:
-        raise TemplateError("The notice XML was refused: it carries a DOCTYPE, and DTDs and entity "
-                            "declarations are not accepted for safety")
-    return root
-
-
 def _syntax_message(error):
     """lxml's message for a syntax error, without the ", line N, column M" it appends."""
     import re
     return re.sub(r", line \d+, column \d+$", "", error.msg)
 
 
-# ---- XSLT ----------------------------------------------------------------------------------------
-
-def _render_xslt(stylesheet, notice_xml_text):
-    """The parsed stylesheet applied to the notice, with the mgr: functions and no file or network access."""
-    from lxml import etree
-    _refuse_entities(stylesheet)
-    _refuse_imports(stylesheet)
-    notice = _parse_notice(notice_xml_text)
-    # Some compile errors come with lxml's per-thread log, which still holds earlier transforms' errors.
-    etree.clear_error_log()
-    try:
-        transform = etree.XSLT(stylesheet, extensions=_mgr_extensions(),
-                               access_control=etree.XSLTAccessControl.DENY_ALL)
-    except etree.XSLTParseError as e:
-        raise TemplateError("The XSLT template is not a valid stylesheet%s" % _xslt_detail(e), value=str(e))
-    try:
-        result = transform(notice)
-    except etree.XSLTApplyError as e:
-        raise TemplateError("The XSLT template failed%s" % _xslt_detail(e), value=str(e))
-    return str(result)   # serialised as the stylesheet's xsl:output says (method, encoding)
-
-
-def _refuse_entities(stylesheet):
-    """Entity declarations are refused: they are not expanded, and silently losing &nbsp; is worse."""
-    dtd = stylesheet.getroottree().docinfo.internalDTD
-    names = [entity.name for entity in dtd.iterentities()] if dtd is not None else []
-    if names:
-        raise TemplateError("The XSLT template declares DTD entities (%s), which are not expanded for "
-                            "safety; write character references instead, such as &#160; for &nbsp;"
-                            % ", ".join("&%s;" % name for name in names))
-
-
-def _refuse_imports(stylesheet):
-    """xsl:import and xsl:include are refused: lxml's access control does not cover them (they load at compile)."""
-    for element in stylesheet.iter("{%s}import" % XSL_NAMESPACE, "{%s}include" % XSL_NAMESPACE):
-        raise TemplateError("The XSLT template uses xsl:%s at line %d (href \"%s\"), which is not allowed: "
-                            "a template must be self-contained, without file or network access"
-                            % (element.tag.split("}")[1], element.sourceline, element.get("href", "")))
-
-
-def _xslt_detail(error):
-    """' at line N (what failed there): why' from an XSLT error's log, as much as it tells."""
-    entries = [entry for entry in error.error_log if entry.message]
-    located = [entry for entry in entries if entry.line > 0]
-    reasons = []
-    for entry in entries:
-        reason = entry.message.rstrip(".")
-        if entry.line <= 0 and reason not in reasons:
-            reasons.append(reason)
-    why = "; ".join(reasons) or str(error)
-    if located:
-        return " at line %d (%s): %s" % (located[0].line, located[0].message, why)
-    return ": " + why
-
-
-# ---- mgr: extension functions [ours: their exact semantics in BILLmanager are not public] --------
-
-def _mgr_extensions():
-    """A fresh extensions dict for one transform: nothing is registered globally."""
-    functions = {
-        "replace": mgr_replace,
-        "random": mgr_random,
-        "strsum": mgr_strsum,
-        "dateformat": mgr_dateformat,
-        "encodesubject": mgr_encodesubject,
-    }
-    return {(MGR_NAMESPACE, name): function for name, function in functions.items()}
-
-
-def _string(value):
-    """An XPath argument as a string: a node list gives its first node's string value ("" if empty)."""
-    if isinstance(value, list):
-        if not value:
-            return ""
-        value = value[0]
-    if hasattr(value, "xpath"):   # an element or a comment: its XPath string value
-        return value.xpath("string()")
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, float):
-        return str(int(value)) if value.is_integer() else repr(value)
-    return str(value)
-
-
-def mgr_replace(_context, text, search, replacement):
-    """mgr:replace(str, search, replacement): every occurrence of search replaced, no patterns.
-
-    An empty search string leaves the text unchanged.
-    """
-    text, search = _string(text), _string(search)
-    return text.replace(search, _string(replacement)) if search else text
-
-
-def mgr_random(_context, *limit):
-    """mgr:random() → a random integer 0 .. 2^31-1; mgr:random(n) → an integer in [0, n).
-
-    Returned as a string, because libxml2 writes numbers of 10^9 and more in exponent form.
-    """
-    import random
-    if not limit:
-        return str(random.randint(0, 2 ** 31 - 1))
-    text = _string(limit[0])
-    try:
-        n = int(float(text))
-    except (ValueError, OverflowError):
-        n = 0
-    if n < 1:
-        raise TemplateError("The XSLT template calls mgr:random(n) with '%s'; n must be a positive "
-                            "whole number" % text)
-    return str(random.randrange(n))
-
-
-def mgr_strsum(_context, *numbers):
-    """mgr:strsum(a, b, ...): the decimal sum of numeric strings, e.g. ("1 200,5", "0.25") → "1200.75".
-
-    Spaces are ignored and a comma is a decimal separator; an empty argument counts as 0. The sum has
-    as many decimals as the most precise input and a point as separator.
-    """
-    from decimal import Decimal, InvalidOperation, localcontext
-    total, decimals = Decimal(0), 0
-    with localcontext() as context:
-        context.prec = 100   # money amounts must never be rounded by the default 28 digits
-        for number in numbers:
-            text = _string(number)
-            try:
-                value = Decimal("".join(text.split()).replace(",", ".") or "0")
-            except InvalidOperation:
-                value = None
-            if value is None or not value.is_finite():
-                raise TemplateError("The XSLT template calls mgr:strsum() with '%s', which is not a number"
-                                    % text)
-            total += value
-            decimals = max(decimals, -value.as_tuple().exponent)
-        return format(total.quantize(Decimal(1).scaleb(-decimals)), "f")
-
-
-DATE_FORMATS = ("%Y-%m-%d %H:%M:%S", "%Y-%m-%d")   # how BILLmanager writes dates and times in notices
-DEFAULT_DATE_FORMAT = "%d.%m.%Y"
-
-
-def mgr_dateformat(_context, date, date_format=None):
-    """mgr:dateformat(date, format): "YYYY-MM-DD[ HH:MM:SS]" formatted with a strftime format.
-
-    The format defaults to "%d.%m.%Y" (also when empty); a date that does not parse
-    (including "0000-00-00") is returned unchanged.
-    """
-    from datetime import datetime
-    text = _string(date)
-    date_format = _string(date_format) if date_format is not None else ""
-    for pattern in DATE_FORMATS:
-        try:
-            parsed = datetime.strptime(text.strip(), pattern)
-        except ValueError:
-            continue
-        return parsed.strftime(date_format or DEFAULT_DATE_FORMAT)
-    return text
-
-
-def mgr_encodesubject(_context, text):
-    """mgr:encodesubject(text): RFC 2047 "=?utf-8?b?...?=" words when non-ASCII, else unchanged.
-
-    Long subjects give several encoded words, separated by a space rather than a folded line.
-    """
-    from email.charset import BASE64, Charset
-    from email.header import Header
-    text = _string(text)
-    try:
-        text.encode("ascii")
-        return text
-    except UnicodeEncodeError:
-        pass
-    charset = Charset("utf-8")
-    charset.header_encoding = BASE64
-    return " ".join(Header(text, charset).encode().split())
-
-
 # ---- EJS -----------------------------------------------------------------------------------------
-
-def _ejs_runner(config):
-    """The node script to run: BILLmanager's etc/scripts/template_ejs.js when installed, else ours.
-
-    [ours] guess: BILLmanager's script is assumed to take our stdin JSON / stdout text convention.
-    """
-    billmanager_runner = config.path("etc", "scripts", "template_ejs.js")
-    return billmanager_runner if os.path.isfile(billmanager_runner) else EJS_RUNNER
-
 
 def _find_node():
     """The node binary: on PATH, else in NODE_DIRS; None when there is none."""
@@ -301,6 +478,10 @@ def _find_node():
             if os.path.isfile(candidate) and os.access(candidate, os.X_OK):
                 return candidate
     return None
+
+
+def _node_argv(node, script):
+    return [node, "--max-old-space-size=%d" % NODE_HEAP_MB, script]
 
 
 def _node_environment():
@@ -320,106 +501,9 @@ def _require_node():
     return node
 
 
-def _timed_out():
-    return TemplateError("The EJS template did not finish within %d seconds; look for an endless loop" % EJS_TIMEOUT)
-
-
 def _no_ejs(stderr):
     return TemplateError("node cannot find the ejs package, which EJS templates need "
                          "(apt install node-ejs, or npm install -g ejs)", value=stderr)
-
-
-class EjsSession:
-    """One node process rendering many EJS templates, one JSON job per line (``ejs_render.js --lines``).
-
-    Starting node costs tens of milliseconds; a queue run renders hundreds of templates. Only our own
-    runner speaks this protocol: with BILLmanager's ``template_ejs.js`` installed, each template gets
-    its own node process as usual.
-    """
-
-    def __init__(self, config):
-        self.config = config
-        self.process = None
-
-    def usable(self):
-        """True when our runner is the one in use."""
-        return _ejs_runner(self.config) == EJS_RUNNER
-
-    def _start(self):
-        import subprocess
-        try:
-            self.process = subprocess.Popen([_require_node(), EJS_RUNNER, "--lines"], stdin=subprocess.PIPE,
-                                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                                            env=_node_environment())
-        except OSError as e:
-            raise TemplateError("node could not be started: %s" % (e.strerror or e))
-
-    def render(self, template_text, notice_xml_text):
-        """The template rendered against the notice, as ``render`` does it."""
-        import json
-        import select
-        from .xmljson import to_json
-        data = to_json(_parse_notice(notice_xml_text))
-        if self.process is None or self.process.poll() is not None:
-            self._start()
-        job = json.dumps({"template": template_text, "data": data, "filename": self.config.path(EJS_FILENAME)})
-        try:
-            self.process.stdin.write(job.encode("utf-8") + b"\n")
-            self.process.stdin.flush()
-            ready, _, _ = select.select([self.process.stdout], [], [], EJS_TIMEOUT)
-            line = self.process.stdout.readline() if ready else None
-        except OSError as e:
-            self.close()
-            raise TemplateError("The EJS renderer stopped: %s" % (e.strerror or e))
-        if line is None:
-            self.close()
-            raise _timed_out()
-        if not line:
-            self.close()
-            raise TemplateError("The EJS renderer (node) stopped unexpectedly")
-        answer = json.loads(line.decode("utf-8"))
-        if "text" in answer:
-            return answer["text"]
-        if answer.get("status") == EJS_EXIT_NO_EJS:
-            raise _no_ejs(answer.get("error", ""))
-        raise TemplateError(_ejs_failure(answer.get("error", "")), value=answer.get("error"))
-
-    def close(self):
-        """Stop the node process."""
-        if self.process is not None:
-            self.process.kill()
-            self.process.wait()
-            for pipe in (self.process.stdin, self.process.stdout):
-                pipe.close()
-            self.process = None
-
-
-def _render_ejs(template_text, notice_xml_text, config):
-    """The template rendered by node and ejs, the notice's data passed as JSON on stdin."""
-    import json
-    import subprocess
-    from .xmljson import to_json
-    data = to_json(_parse_notice(notice_xml_text))
-    node = _require_node()
-    runner = _ejs_runner(config)
-    job = json.dumps({"template": template_text, "data": data, "filename": config.path(EJS_FILENAME)})
-    try:
-        finished = subprocess.run([node, runner], input=job.encode("utf-8"),
-                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                  timeout=EJS_TIMEOUT, env=_node_environment())
-    except subprocess.TimeoutExpired:
-        raise _timed_out()
-    except OSError as e:
-        raise TemplateError("node (%s) could not be started: %s" % (node, e.strerror or e))
-    stderr = finished.stderr.decode("utf-8", "replace").strip()
-    if finished.returncode == 0:
-        return finished.stdout.decode("utf-8", "replace")
-    if finished.returncode == EJS_EXIT_NO_EJS:
-        raise _no_ejs(stderr)
-    if finished.returncode == EJS_EXIT_TEMPLATE_FAILED:
-        raise TemplateError(_ejs_failure(stderr), value=stderr)
-    raise TemplateError("The EJS renderer %s ended with status %d: %s"
-                        % (runner, finished.returncode, stderr or "no message"), value=stderr)
 
 
 def _ejs_failure(stderr):
