@@ -195,7 +195,9 @@ class Database:
         if code in ("1044", "1049"):
             return DatabaseError("The database server has no database for %s, or the user may not use it: check "
                                  "DBName in etc/billmgr.conf and the user's grants" % self.describe(), value=text)
-        return DatabaseError("The database rejected a statement (error %s): %s" % (code or "?", text), value=text)
+        refusal = DatabaseError("The database rejected a statement (error %s): %s" % (code or "?", text), value=text)
+        refusal.statement_refused = bool(code) and not code.startswith("2")   # 2xxx: the client's own errors
+        return refusal
 
     def batch(self, statements, transaction=False):
         """Run ``[(sql, params), ...]`` in one client call; the result sets of those that return rows.

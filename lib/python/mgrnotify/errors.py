@@ -67,6 +67,9 @@ class DatabaseError(MgrNotifyError):
     """BILLmanager's database cannot be reached or rejected a statement."""
 
     error_type = "db"
+    #: True when the server was reached and refused the statement itself (bad value, a trigger), as opposed
+    #: to a connection, login or client failure: only such a refusal can be set aside while the rest goes on
+    statement_refused = False
 
 
 class MgrctlError(MgrNotifyError):

@@ -200,7 +200,7 @@ class TaskQueue:
             self.db.batch([statement for _, statement, _ in changes], transaction=True)
             return {task_id for task_id, _, _ in changes}
         except DatabaseError as e:
-            if e.error_type == "connect":
+            if not e.statement_refused:   # unreachable, or the login refused: keep the journal for the next run
                 raise
             self.log.warning("The database refused this batch's outcome (%s); applying it task by task", e.message)
         applied = set()
@@ -219,7 +219,7 @@ class TaskQueue:
                 self.db.execute(*attempt)
                 return True
             except DatabaseError as e:
-                if e.error_type == "connect":
+                if not e.statement_refused:
                     raise
                 refusal = e.message
         self._set_aside(task_id, lines, refusal)
@@ -242,7 +242,7 @@ class TaskQueue:
                                      " WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = 'notifytask'"
                                      " AND COLUMN_NAME = 'err_info'")
             except DatabaseError as e:
-                if e.error_type == "connect":
+                if not e.statement_refused:
                     raise
                 rows = []
             row = rows[0] if rows else {}
