@@ -1,7 +1,8 @@
 """A private SMTP server on loopback for the mail gateway's tests: aiosmtpd in the test process.
 
 Two listeners share one handler: ``starttls`` (plain greeting, STARTTLS offered, AUTH only after it)
-and ``ssl`` (implicit TLS). Both accept AUTH PLAIN/LOGIN with one login and password, refuse the
+and ``ssl`` (implicit TLS). Both accept AUTH PLAIN/LOGIN with one login and password (and those a test
+adds with ``authenticator.add``; UTF-8 passwords included), refuse the
 recipients named in ``refused``, record every envelope and deliver each recipient's mail into the
 maildir ``maildir_of(address)`` gives (the Dovecot test server's), so a test can send with SMTP and
 read back with IMAP or POP3.
@@ -42,15 +43,20 @@ class Delivery:
 
 
 class Authenticator:
-    """Accepts exactly one login and password; remembers every attempt's login."""
+    """Accepts its logins, each with its one password (compared as UTF-8 bytes); remembers every attempt's login."""
 
     def __init__(self, login, password):
-        self.login, self.password = login.encode(), password.encode()
+        self.accounts = {}
+        self.add(login, password)
         self.attempts = []
+
+    def add(self, login, password):
+        """Accept ``login`` with ``password`` too."""
+        self.accounts[login.encode("utf-8")] = password.encode("utf-8")
 
     def __call__(self, server, session, envelope, mechanism, auth_data):
         self.attempts.append(auth_data.login)
-        ok = (auth_data.login, auth_data.password) == (self.login, self.password)
+        ok = self.accounts.get(auth_data.login) == auth_data.password
         return AuthResult(success=ok, handled=False)   # not handled: aiosmtpd answers 535 itself
 
 

@@ -8,11 +8,16 @@ every test), except where a test takes that away to see an untrusted server refu
 import base64
 import email
 import email.policy
+import glob
 import itertools
 import mailbox as maildirs
+import os
+import re
 import signal
 import socket
 import subprocess
+import threading
+import time
 
 import pytest
 
@@ -20,15 +25,17 @@ import sandbox as sandboxlib
 from dovecot import Dovecot
 from localnet import free_port, make_certificate
 from mgrnotify import errors, xmlio
+from mgrnotify import mail as maillib
 from mgrnotify.mail import looks_like_html, looks_like_mail, mail_address
-from mgrnotify.mailbox import imap_folder_name, message_text
-from smtp_server import SMTPServer
+from mgrnotify.mailbox import fetched_messages, imap_folder_name, message_text
 
 MODULE = "gate/gwmail"
 GATEWAY_MAILBOX = "gw@mail.example"
 SMTP_LOGIN = "gw-login"
 SMTP_PASSWORD = 'Smtp pa$$ &<w0rd>"'
 IMAP_PASSWORD = "Imap-S3cret&pw"
+UTF8_LOGIN = "gw-utf8"
+UTF8_PASSWORD = "пароль-✓"   # RFC 4616 PLAIN carries UTF-8; smtplib's and imaplib's own login only ASCII
 REFUSED = "refused@mail.example"
 PROVIDER = {"id": "1", "name": "Провайдер", "email": "billing@provider.example"}
 CYRILLIC_SUBJECT = "Счёт №42 оплачен"
@@ -39,6 +46,7 @@ class MailServers:
     """The session's servers and a supply of fresh mailbox users."""
 
     def __init__(self, folder):
+        from smtp_server import SMTPServer   # here: without aiosmtpd (Python 3.6) the unit tables still run
         self.cert, self.key = make_certificate(folder)
         self.dovecot = Dovecot(self.cert, self.key, IMAP_PASSWORD).start()
         self.smtp = SMTPServer(self.cert, self.key, SMTP_LOGIN, SMTP_PASSWORD,
@@ -59,17 +67,29 @@ class MailServers:
 
 @pytest.fixture(scope="module")
 def servers(tmp_path_factory):
+    pytest.importorskip("aiosmtpd", reason="the SMTP test server needs aiosmtpd")
     sandboxlib.remember_secret(SMTP_PASSWORD)
     sandboxlib.remember_secret(IMAP_PASSWORD)
+    sandboxlib.remember_secret(UTF8_PASSWORD)
     running = MailServers(str(tmp_path_factory.mktemp("mailcert")))
+    running.smtp.authenticator.add(UTF8_LOGIN, UTF8_PASSWORD)
+    yield running
+    running.stop()
+
+
+@pytest.fixture(scope="module")
+def utf8_dovecot(servers):
+    """A second Dovecot whose one password is UTF8_PASSWORD."""
+    running = Dovecot(servers.cert, servers.key, UTF8_PASSWORD).start()
     yield running
     running.stop()
 
 
 @pytest.fixture(autouse=True)
-def trusted(servers, monkeypatch):
-    """The test certificate is trusted by the modules (they inherit the environment)."""
-    monkeypatch.setenv("SSL_CERT_FILE", servers.cert)
+def trusted(request, monkeypatch):
+    """The test certificate is trusted by the modules (they inherit the environment) wherever servers run."""
+    if "servers" in request.fixturenames:
+        monkeypatch.setenv("SSL_CERT_FILE", request.getfixturevalue("servers").cert)
 
 
 @pytest.fixture
@@ -147,11 +167,28 @@ def stored(servers, user):
         box.close()
 
 
-def drop_mail(servers, user, raw):
+def drop_mail(servers, user, raw, dovecot=None):
     """Put ``raw`` straight into ``user``'s maildir, as a local delivery agent would."""
-    box = maildirs.Maildir(servers.dovecot.maildir(user), create=False)
+    box = maildirs.Maildir((dovecot or servers.dovecot).maildir(user), create=False)
     box.add(raw)
     box.close()
+
+
+# A module run with a few lines of Python first, which replace parts of the library to stage a fault.
+PATCHED_RUN = r"""
+import os, runpy, sys
+script = sys.argv[1]
+sys.argv = sys.argv[1:]
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(script))), "lib", "python"))
+%s
+runpy.run_path(script, run_name="__main__")
+"""
+
+
+def patched(sandbox, patch, *args):
+    """The argument list that runs gwmail with ``patch`` (Python source) executed first."""
+    python = sandboxlib.MODULE_PYTHON or "/usr/bin/python3"
+    return [python, "-c", PATCHED_RUN % patch, sandbox.path(MODULE)] + list(args)
 
 
 # --- unit tables: how texts are recognised and carried -----------------------------------------------------
@@ -328,6 +365,181 @@ def test_line_breaks_in_subject_or_names_add_no_header(sandbox, servers, user, n
     assert stored(servers, spy) == 0
 
 
+# --- header injection: encoded line breaks, on every interpreter BILLmanager runs ------------------------------
+
+def q(text):
+    """``text`` as one RFC 2047 Q-encoded word, the way an attacker hides a line break from a CR/LF filter."""
+    return "=?utf-8?q?%s?=" % "".join(c if c.isalnum() and ord(c) < 128 else "=%02X" % byte
+                                      for c in text for byte in c.encode("utf-8")).replace("=20", "_")
+
+
+def b(text):
+    """``text`` as one RFC 2047 B-encoded word."""
+    return "=?utf-8?b?%s?=" % base64.b64encode(text.encode("utf-8")).decode("ascii")
+
+
+@pytest.mark.parametrize("value, expected", [
+    ("Счёт №42", "Счёт №42"),
+    (q("Ivan\r\nReply-To: x"), "Ivan Reply-To: x"),
+    (b("Иван\nBcc: spy@example.com"), "Иван Bcc: spy@example.com"),
+    (q("a\u2028X-A: 1") + " " + q("b\x85X-B: 2"), "a X-A: 1b X-B: 2"),   # no space between two encoded words
+    (q(q("Ivan\r\nBcc: x")), q("Ivan\r\nBcc: x")),                       # decoded once, never twice
+    ("=?unknown-8bit?q?x=0D=0A?= =?utf-8?x?y?=", "=?unknown-8bit?q?x=0D=0A?= =?utf-8?x?y?="),
+    ("tab\there\x00NUL\x1cFS", "tab here NUL FS"),
+])
+def test_header_text_is_one_line(value, expected):
+    assert maillib.header_text(value) == expected
+
+
+@pytest.mark.parametrize("value", [
+    "Hi\nBcc: spy@example.com",         # a line break: one field more
+    "Hi\x0bBcc: spy@example.com",       # the email package breaks lines at VT, FS, NEL, U+2028 too
+    "Hi\u2028Bcc: spy@example.com",
+    "Hi\n\nbody",                       # a blank line: what follows falls into the body
+    "Hi\n no field, but \x01",          # a control character
+])
+def test_a_value_that_would_add_a_line_is_refused(value):
+    message = maillib.compose("Text\n", "subject", ("", "to@example.com"), ("", "from@example.com"))
+    maillib.to_bytes(message)
+    message.set_raw("X-Note", value)
+    with pytest.raises(maillib.HeaderError) as refused:
+        maillib.to_bytes(message)
+    assert refused.value.message.startswith("The mail was not sent: ")
+
+
+@pytest.mark.parametrize("written, fields, words", [
+    (b"From: a\r\nBcc: x\r\n\r\nbody", ["From"], "the field 'Bcc' was not set by gwmail"),
+    (b"From: a\r\n\r\nTo: b\r\n\r\nbody", ["From", "To"], "held the fields From where gwmail set From, To"),
+    (b"From: a\r\nTo b\r\n\r\nbody", ["From"], "held the line 'To b'"),
+    (b"From: \xd0\x90\r\n\r\nbody", ["From"], "held the line 'From: \\xd0\\x90'"),
+    (b"From: a\r\n b\r\nTo: c\r\n\r\nbody", ["From", "To"], None),
+])
+def test_the_written_header_block_is_checked(written, fields, words):
+    """The final guard reads the bytes as they will be sent: exactly the fields set, in order, printable ASCII."""
+    if words is None:
+        maillib.check(written, [(name, "") for name in fields])
+        return
+    with pytest.raises(maillib.HeaderError) as refused:
+        maillib.check(written, [(name, "") for name in fields])
+    assert refused.value.message.startswith("The mail was not sent: once written, its header block held")
+    assert words in refused.value.message
+
+
+def interpreters():
+    """(name, path) of each Python BILLmanager runs on that this machine has: AlmaLinux 8's 3.6, AlmaLinux 9's
+    3.9, Ubuntu 24.04's 3.12 and Debian 13's 3.13 from pyenv, and the system's /usr/bin/python3."""
+    found = []
+    for version in ("3.6", "3.9", "3.12", "3.13"):
+        paths = sorted(glob.glob("/root/.pyenv/versions/%s.*/bin/python" % version))
+        found.append(("python" + version, paths[0] if paths else None))
+    found.append(("system", "/usr/bin/python3"))
+    return found
+
+
+@pytest.fixture(params=interpreters(), ids=[name for name, path in interpreters()])
+def module_python(request, monkeypatch):
+    """Run the modules of this test with one interpreter after another (skipped where it is missing)."""
+    name, path = request.param
+    if not path or subprocess.run([path, "-c", "import defusedxml"], stderr=subprocess.DEVNULL).returncode:
+        pytest.skip("no %s with defusedxml on this machine" % name)
+    monkeypatch.setattr(sandboxlib, "MODULE_PYTHON", path)
+    return path
+
+
+def header_block(raw):
+    """The field names of a mail as received, read byte by byte (not by an email package under test)."""
+    head = raw.split(b"\r\n\r\n", 1)[0]
+    assert re.fullmatch(rb"[\t\x20-\x7e]*(\r\n[\t\x20-\x7e]*)*", head), "printable ASCII lines ended by CRLF"
+    names = []
+    for line in head.split(b"\r\n"):
+        if line[:1] not in (b" ", b"\t"):
+            assert re.match(rb"[\x21-\x39\x3b-\x7e]+:", line), line
+            names.append(line.partition(b":")[0].decode("ascii").lower())
+    return names
+
+
+OWN_FIELDS = ["from", "to", "sender", "subject", "date", "message-id", "content-type", "content-transfer-encoding",
+              "mime-version"]
+# ASCII once decoded, as in the attack: a non-ASCII value went out encoded even before the fix
+HOSTILE_SUBJECT = q("Invoice\r\nBcc: spy@mail.example") + " and " + q(q("x\r\nX-Twice: 1"))
+
+
+@pytest.mark.parametrize("case", ["names", "provider", "complete mail"])
+def test_encoded_line_breaks_add_no_header(sandbox, servers, user, module_python, case):
+    """Encoded line breaks in the subject, from_name, the provider's name, the recipient's name and a complete
+    mail's own fields reach the SMTP server as exactly the fields gwmail writes, each one line once decoded."""
+    to = user + "@mail.example"
+    settings = params(servers, user, from_name=q("Billing\r\nReply-To: evil@example.com"))
+    project = dict(PROVIDER, name=b("Provider\nX-Injected: provider"))
+    realname = q("Ivan\rX-Injected: recipient")
+    message, fields, author = CYRILLIC_BODY, OWN_FIELDS, "Billing Reply-To: evil@example.com"
+    if case == "provider":
+        settings["from_name"] = ""
+        realname = 'Иван "Гроза", <evil@example.com>'   # Python 3.6 used to show the address inside the quotes
+        author = "Provider X-Injected: provider"
+    elif case == "complete mail":
+        message = ("From: %s <support@provider.example>\nSubject: %s\nX-Ticket: %s\nTo: spy@mail.example\n"
+                   "Bcc: spy@mail.example\n\nТекст\n" % (b("Support\r\nBcc: spy@mail.example"), HOSTILE_SUBJECT,
+                                                        q("42\r\nReply-To: evil@example.com")))
+        fields = ["from", "subject", "x-ticket", "content-type", "content-transfer-encoding", "mime-version", "to",
+                  "sender", "date", "message-id"]
+        author = "Support Bcc: spy@mail.example"
+    done = send(sandbox, settings, to, message=message, subject=HOSTILE_SUBJECT, project=project, realname=realname)
+    assert done.returncode == 0, done.stdout
+    [envelope] = delivered_to(servers, to)
+    assert envelope.rcpt_tos == [to]
+    assert header_block(envelope.original_content) == fields
+    mail = parsed(envelope.original_content)
+    for name, value in mail.items():
+        assert "\r" not in str(value) and "\n" not in str(value), (name, value)
+    [recipient] = mail["To"].addresses
+    assert recipient.addr_spec == to
+    assert recipient.display_name == ("Ivan X-Injected: recipient" if case != "provider" else realname)
+    assert mail["From"].addresses[0].display_name == author
+    assert mail["Subject"] == "Invoice Bcc: spy@mail.example and " + q("x\r\nX-Twice: 1"), "decoded once only"
+
+
+GUARD_ALONE = r"""
+from email.headerregistry import Address
+from mgrnotify import mail
+
+def the_old_way(message, name, words):
+    del message[name]
+    message[name] = words[0] if isinstance(words[0], Address) else " ".join(words)
+
+# gwmail's own writing of header values switched off: values go to the email package as they did before
+mail._set = the_old_way
+mail.header_text = lambda value: " ".join(value.split())
+mail.unstructured = lambda text: text.split()
+mail.address = lambda name, addr: [Address(mail.header_text(name), addr_spec=addr)]
+"""
+
+
+def test_the_guard_alone_keeps_an_added_field_from_being_sent(sandbox, servers, user, module_python):
+    """With the values handed to the email package unchecked, as before: where it writes a decoded line break
+    (Python 3.6 to 3.12 without the CVE-2024-6923 fix) the final guard refuses the mail; where it does not, the
+    mail goes out with exactly gwmail's fields. Either way no field is added."""
+    to = user + "@mail.example"
+    request = sandboxlib.gateway_request(
+        params(servers, user), CYRILLIC_BODY, user={"email": to, "realname": q("Ivan\r\nX-Injected: recipient")},
+        project=PROVIDER, subject=q("Hi\r\nBcc: spy@mail.example"))
+    done = subprocess.run(patched(sandbox, GUARD_ALONE, "--command", "outgoing"), input=request.encode("utf-8"),
+                          cwd=sandbox.root, env=sandbox.env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          timeout=60)
+    if done.returncode == 0:
+        [envelope] = delivered_to(servers, to)
+        assert header_block(envelope.original_content) == OWN_FIELDS
+        assert not module_python.startswith("/root/.pyenv/versions/3.6."), "3.6 writes the line break"
+    else:
+        assert done.returncode == errors.EXIT_FAILURE, done.stdout
+        kind, obj, sentence = error_of(done)
+        assert (kind, obj) == ("value", "message")
+        assert sentence.startswith("The mail was not sent: once written, its header block held the fields")
+        assert "was not set by gwmail" in sentence
+        assert delivered_to(servers, to) == []
+    assert delivered_to(servers, "spy@mail.example") == []
+
+
 # --- failures -----------------------------------------------------------------------------------------------
 
 @pytest.fixture
@@ -496,10 +708,7 @@ def test_missing_folder_is_named(sandbox, servers, user):
 
 
 CRASH_WHEN_MARKING = r"""
-import os, runpy, signal, sys
-script = sys.argv[1]
-sys.argv = sys.argv[1:]
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(script))), "lib", "python"))
+import os, signal
 from mgrnotify import mailbox
 
 def crash(*args):
@@ -507,7 +716,6 @@ def crash(*args):
 
 for cls in (mailbox.IMAPMailbox, mailbox.POP3Mailbox):
     cls.mark_seen = cls.delete = crash
-runpy.run_path(script, run_name="__main__")
 """
 
 
@@ -518,8 +726,7 @@ def test_a_crash_before_marking_loses_no_mail(sandbox, servers, user, inbound, a
     has been told anything. The mail must come again on the next call."""
     settings = params(servers, user, inbound=inbound, in_after=after)
     drop_mail(servers, user, b"Subject: precious\n\nbody\n")
-    python = sandboxlib.MODULE_PYTHON or "/usr/bin/python3"
-    killed = subprocess.run([python, "-c", CRASH_WHEN_MARKING, sandbox.path(MODULE), "--command", "ingoing"],
+    killed = subprocess.run(patched(sandbox, CRASH_WHEN_MARKING, "--command", "ingoing"),
                             input=sandboxlib.gateway_request(settings).encode("utf-8"), cwd=sandbox.root,
                             env=sandbox.env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=60)
     assert killed.returncode == -signal.SIGKILL, killed.stderr
@@ -533,6 +740,174 @@ def test_ingoing_needs_a_protocol(sandbox, servers, user):
         params(servers, user, inbound="none"))), None
     kind, obj, sentence = error_of(done)
     assert (kind, obj) == ("value", "in_protocol") and "set in_protocol to imap or pop3" in sentence
+
+@pytest.mark.parametrize("data, expected", [
+    ([(b"1 (UID 7 BODY[] {4}", b"mail"), b")"], [("7", b"mail")]),
+    ([(b"1 (BODY[] {4}", b"mail"), b" UID 7)"], [("7", b"mail")]),                    # UID after the message
+    ([(b"1 (BODY[] {4}", b"mail"), b" UID 7)", (b"2 (UID 9 BODY[] {5}", b"mail2"), b")"],
+     [("7", b"mail"), ("9", b"mail2")]),
+    ([(b"1 (BODY[] {14}", b"Subject: UID 5"), b" UID 7)"], [("7", b"Subject: UID 5")]),   # not read in the mail
+    ([b"3 (FLAGS (\\Seen) UID 8)", (b"1 (BODY[] {4}", b"mail"), b" UID 7)"], [("7", b"mail")]),   # unsolicited
+    ([(b"1 (BODY[] {4}", b"mail"), b")"], []),                                          # no UID at all
+])
+def test_fetched_messages_in_any_order(data, expected):
+    assert fetched_messages(data) == expected
+
+
+class UIDLastIMAP:
+    """A scripted IMAP server on loopback whose FETCH answers put the UID after the message, as RFC 3501 allows
+    and Dovecot never does: one unread mail, UID 7, until a STORE marks it."""
+
+    def __init__(self, mail):
+        self.mail = mail
+        self.marked = False
+        self.listener = socket.socket()
+        self.listener.bind(("127.0.0.1", 0))
+        self.listener.listen(5)
+        self.port = self.listener.getsockname()[1]
+        threading.Thread(target=self.serve, daemon=True).start()
+
+    def serve(self):
+        while True:
+            try:
+                connection, _ = self.listener.accept()
+            except OSError:
+                return
+            with connection, connection.makefile("rwb") as stream:
+                self.session(stream)
+
+    def session(self, stream):
+        def say(line):
+            stream.write(line + b"\r\n")
+            stream.flush()
+
+        say(b"* OK [CAPABILITY IMAP4rev1 AUTH=PLAIN] scripted")
+        for line in stream:
+            tag, _, command = line.rstrip(b"\r\n").partition(b" ")
+            words = command.upper().split()
+            if words[:1] == [b"CAPABILITY"]:
+                say(b"* CAPABILITY IMAP4rev1 AUTH=PLAIN")
+            elif words[:1] == [b"SELECT"]:
+                say(b"* 1 EXISTS")
+            elif words[:2] == [b"UID", b"SEARCH"]:
+                say(b"* SEARCH" + (b"" if self.marked else b" 7"))
+            elif words[:2] == [b"UID", b"FETCH"]:
+                say(b"* 1 FETCH (BODY[] {%d}\r\n%s UID 7)" % (len(self.mail), self.mail))
+            elif words[:2] == [b"UID", b"STORE"]:
+                self.marked = True
+            elif words[:1] == [b"LOGOUT"]:
+                say(b"* BYE")
+                say(tag + b" OK done")
+                return
+            say(tag + b" OK done")
+
+    def close(self):
+        self.listener.close()
+
+
+def test_imap_uid_after_the_message(sandbox, servers, user):
+    raw = b"Subject: uid last\r\n\r\nThe body says UID 99.\r\n"
+    server = UIDLastIMAP(raw)
+    try:
+        settings = params(servers, user, in_security="none", in_port=str(server.port))
+        assert fetch(sandbox, settings)[1] == [raw]
+        assert server.marked
+        assert fetch(sandbox, settings)[1] == []
+    finally:
+        server.close()
+
+
+# --- logins and passwords that are not ASCII -------------------------------------------------------------------
+
+@pytest.mark.parametrize("smtp", ["starttls", "ssl"])
+def test_a_password_that_is_not_ascii_sends(sandbox, servers, user, smtp):
+    to = user + "@mail.example"
+    settings = params(servers, user, smtp, smtp_login=UTF8_LOGIN, smtp_password=UTF8_PASSWORD)
+    done = send(sandbox, settings, to)
+    assert done.returncode == 0, done.stdout
+    assert [e.rcpt_tos for e in delivered_to(servers, to)] == [[to]]
+    settings["smtp_password"] = UTF8_PASSWORD + "-wrong"
+    sandboxlib.remember_secret(settings["smtp_password"])
+    kind, obj, sentence = error_of(send(sandbox, settings, to))
+    assert kind == "connect" and "refused the login for user 'gw-utf8'" in sentence and "535" in sentence
+
+
+@pytest.mark.parametrize("inbound, in_security", [("imap", "ssl"), ("imap", "starttls"), ("pop3", "ssl")])
+def test_a_password_that_is_not_ascii_fetches(sandbox, servers, utf8_dovecot, user, inbound, in_security):
+    drop_mail(servers, user, b"Subject: utf-8 login\n\nbody\n", dovecot=utf8_dovecot)
+    settings = params(servers, user, inbound=inbound, in_security=in_security, in_password=UTF8_PASSWORD,
+                      in_port=str(utf8_dovecot.ports[(inbound, in_security)]))
+    assert [parsed(raw)["Subject"] for raw in fetch(sandbox, settings)[1]] == ["utf-8 login"]
+    done = sandbox.run(MODULE, "--command", "check_connection",
+                       input=sandboxlib.check_connection_request(settings, FORM_FIELDS))
+    assert done.returncode == 0, done.stdout
+    settings["in_password"] = UTF8_PASSWORD + "-wrong"
+    sandboxlib.remember_secret(settings["in_password"])
+    kind, obj, sentence = error_of(sandbox.run(MODULE, "--command", "ingoing",
+                                               input=sandboxlib.gateway_request(settings)))
+    assert kind == "connect" and "refused the login for user '%s'" % user in sentence
+
+
+# --- two ingoing runs at once ----------------------------------------------------------------------------------
+
+HOLD_WHEN_MARKING = r"""
+import os, time
+from mgrnotify import mailbox
+
+def held(mark):
+    def hold_then_mark(self, keys):
+        open(os.environ["TEST_MARKING"], "w").close()
+        while not os.path.exists(os.environ["TEST_RELEASE"]):
+            time.sleep(0.02)
+        return mark(self, keys)
+    return hold_then_mark
+
+for cls in (mailbox.IMAPMailbox, mailbox.POP3Mailbox):
+    cls.mark_seen = held(cls.mark_seen)
+"""
+
+
+def wait_for(path, seconds=30):
+    deadline = time.time() + seconds
+    while not os.path.exists(path):
+        assert time.time() < deadline, "%s did not appear within %d s" % (path, seconds)
+        time.sleep(0.02)
+
+
+@pytest.mark.parametrize("inbound", ["imap", "pop3"])
+def test_two_ingoing_runs_take_turns(sandbox, servers, user, inbound, tmp_path):
+    """The first run is held between its answer and its marking. A second run waits for it (``timeout``
+    seconds) and then finds the mail marked; one whose wait runs out hands over nothing. No mail twice."""
+    settings = params(servers, user, inbound=inbound)
+    drop_mail(servers, user, b"Subject: once\n\nbody\n")
+    marking, release = str(tmp_path / "marking"), str(tmp_path / "release")
+    env = dict(sandbox.env(), TEST_MARKING=marking, TEST_RELEASE=release)
+    request = tmp_path / "request.xml"
+    request.write_text(sandboxlib.gateway_request(settings), encoding="utf-8")
+    with request.open("rb") as stdin:
+        first = subprocess.Popen(patched(sandbox, HOLD_WHEN_MARKING, "--command", "ingoing"), stdin=stdin,
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=sandbox.root, env=env)
+    try:
+        wait_for(marking)
+
+        started = time.time()
+        assert fetch(sandbox, dict(settings, timeout="1"))[1] == [], "the wait ran out: nothing handed over"
+        assert 1 <= time.time() - started < 10
+        assert "Another ingoing run has held the %s mailbox" % inbound.upper() in sandbox.logs()["gwmail.log"]
+
+        threading.Timer(0.5, lambda: open(release, "w").close()).start()
+        assert fetch(sandbox, dict(settings, timeout="20"))[1] == [], "waited for the first run's marking"
+        stdout, stderr = first.communicate(timeout=60)
+    finally:
+        open(release, "w").close()
+        if first.poll() is None:
+            first.kill()
+            first.wait()
+    assert first.returncode == 0, stderr
+    assert [parsed(raw)["Subject"] for raw in raw_mails(stdout)] == ["once"]
+    drop_mail(servers, user, b"Subject: twice\n\nbody\n")
+    assert [parsed(raw)["Subject"] for raw in fetch(sandbox, settings)[1]] == ["twice"], "the lock was released"
+
 
 
 # --- the form, and secrets -----------------------------------------------------------------------------------

@@ -5,6 +5,7 @@ to ``limit`` unread messages and changes nothing on the server; ``mark_seen(keys
 ``delete(keys)`` then lets the server forget them. A caller hands the messages on first and marks
 them after, so a crash in between means the same mail again next time, never a lost one. POP3 has
 no "seen" flag: the UIDs already handed on are kept in a small file (``SeenList``) instead.
+``MailboxLock`` keeps a second run off a mailbox until the first has marked what it handed on.
 """
 
 import base64
@@ -124,12 +125,12 @@ class IMAPMailbox(Mailbox):
             socket.setdefaulttimeout(previous)
 
     def login(self, user, password):
-        """Authenticate as ``user`` and open the folder."""
+        """Authenticate as ``user`` and open the folder; a login or password that is not ASCII goes as UTF-8."""
         try:
-            self.imap.login(user, password)
-        except UnicodeEncodeError:
-            raise ConfigError("The IMAP login or password holds characters other than ASCII, which the IMAP login "
-                              "cannot carry here; use an ASCII password", obj="in_password")
+            if _ascii(user) and _ascii(password):
+                self.imap.login(user, password)
+            else:
+                self._login_utf8(user, password)
         except imaplib.IMAP4.abort as e:
             raise self.failure(e, "logging in")
         except imaplib.IMAP4.error as e:
@@ -142,6 +143,16 @@ class IMAPMailbox(Mailbox):
                                      "(INBOX is the usual one)" % (self.address, self.folder, _text(data)),
                                      obj="in_folder", value=self.folder)
 
+    def _login_utf8(self, user, password):
+        """AUTHENTICATE PLAIN, whose RFC 4616 credentials are UTF-8: imaplib's LOGIN sends them as ASCII only."""
+        if "AUTH=PLAIN" not in self.imap.capabilities:
+            raise MailboxConnectError(
+                "The IMAP server %s does not offer AUTHENTICATE PLAIN, which this gateway needs to send a login or "
+                "password with characters other than ASCII; use an ASCII password" % self.address,
+                obj="imap", value=self.address)
+        credentials = b"\0".join(text.encode("utf-8") for text in ("", user, password))
+        self.imap.authenticate("PLAIN", lambda challenge: credentials)
+
     def fetch(self, limit):
         """Up to ``limit`` unread messages, oldest first, as (uid, raw bytes); nothing is marked."""
         uids = self._ok("searching for unread mail", self.imap.uid, "SEARCH", "UNSEEN", "UNDELETED")[0].split()
@@ -150,13 +161,9 @@ class IMAPMailbox(Mailbox):
             return []
         # BODY.PEEK leaves the \Seen flag alone: the mail stays unread until mark_seen.
         data = self._ok("fetching mail", self.imap.uid, "FETCH", _uid_set(uids), "(UID BODY.PEEK[])")
-        found = []
-        for item in data:
-            if isinstance(item, tuple):
-                match = re.search(rb"\bUID (\d+)", item[0])
-                if match:
-                    found.append((match.group(1).decode("ascii"), item[1]))
-        return sorted(found, key=lambda message: int(message[0]))
+        wanted = set(_uid_set([uid]) for uid in uids)
+        found = dict((uid, body) for uid, body in fetched_messages(data) if uid in wanted)
+        return sorted(found.items(), key=lambda message: int(message[0]))
 
     def mark_seen(self, uids):
         """Flag the messages ``uids`` as read."""
@@ -229,10 +236,7 @@ class POP3Mailbox(Mailbox):
         """Authenticate as ``user`` (USER and PASS)."""
         try:
             self.pop.user(user)
-            self.pop.pass_(password)
-        except UnicodeEncodeError:
-            raise ConfigError("The POP3 login or password holds characters other than ASCII, which the POP3 login "
-                              "cannot carry here; use an ASCII password", obj="in_password")
+            self.pop.pass_(password)   # poplib sends commands as UTF-8, so any password goes as it is
         except poplib.error_proto as e:
             raise self.refused_login(user, e)
         except Exception as e:
@@ -320,6 +324,45 @@ class SeenList:
         os.replace(temporary, self.path)
 
 
+class MailboxLock:
+    """One mailbox's lock: an flock on a file, so that two ``ingoing`` runs never hand over the same mail.
+
+    The run holding it fetches, answers and marks; a second run waits for it, and then finds the mail marked.
+    Closing the file (or the process ending in any way) releases it.
+    """
+
+    POLL = 0.05   # seconds between tries while another run holds the lock
+
+    def __init__(self, path):
+        self.path = path
+        self.file = None
+
+    def acquire(self, wait):
+        """Take the lock, waiting up to ``wait`` seconds; False if another run still holds it by then."""
+        import fcntl
+        import time
+        folder = os.path.dirname(self.path)
+        if folder:
+            os.makedirs(folder, exist_ok=True)
+        self.file = open(self.path, "a")
+        deadline = time.monotonic() + wait
+        while True:
+            try:
+                fcntl.flock(self.file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return True
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    self.release()
+                    return False
+                time.sleep(self.POLL)
+
+    def release(self):
+        """Let the next run in."""
+        if self.file is not None:
+            self.file.close()
+            self.file = None
+
+
 def imap_folder_name(name):
     """A folder name as IMAP wants it: modified UTF-7 (RFC 3501 5.1.3), quoted."""
     out, pending = [], []
@@ -366,6 +409,39 @@ def sender_address(raw):
     from email.parser import BytesHeaderParser
     from email.utils import parseaddr
     return parseaddr(str(BytesHeaderParser().parsebytes(raw).get("From", "")))[1]
+
+
+# One FETCH response's opening ("12 (") and the data items fetch() asks for, as imaplib hands them over.
+_FETCH_START = re.compile(rb"\d+ \(")
+_UID_ITEM = re.compile(rb"(?:^|[ (])UID (\d+)")
+_BODY_ITEM = re.compile(rb"(?:^|[ (])BODY\[\](?:<\d+>)? ?\{\d+\}$")
+
+
+def fetched_messages(data):
+    """(uid, raw bytes) of each FETCH response in ``data`` as imaplib returns it, whatever the order of the items.
+
+    RFC 3501 7.4.2 lets a server send UID after the message: imaplib then gives ``(b'1 (BODY[] {n}', mail)``
+    followed by ``b' UID 7)'``. A response starts at "N ("; what follows a literal belongs to the same response.
+    A response without both a UID and a body (an unsolicited flag change) is left out.
+    """
+    responses = []   # [uid, body] per response
+    for item in data:
+        text, literal = item if isinstance(item, tuple) else (item, None)
+        if not isinstance(text, bytes):
+            continue
+        if _FETCH_START.match(text) or not responses:
+            responses.append([None, None])
+        uid = _UID_ITEM.search(text)   # searched outside the literal: a mail may say "UID 5" itself
+        if uid:
+            responses[-1][0] = uid.group(1).decode("ascii")
+        if literal is not None and _BODY_ITEM.search(text):
+            responses[-1][1] = literal
+    return [(uid, body) for uid, body in responses if uid is not None and body is not None]
+
+
+def _ascii(text):
+    """True if ``text`` is ASCII, which is all imaplib's LOGIN can send."""
+    return all(ord(c) < 128 for c in text)
 
 
 def _uid_set(uids):

@@ -2,14 +2,15 @@
 
 ``SMTPSession`` is one connection with one of the three security modes admins pick from: ``ssl``
 (implicit TLS, port 465), ``starttls`` (port 587, TLS after the greeting) or ``none`` (port 25, for
-local relays). It logs in when given credentials and sends ready-made message bytes. Every failure
-becomes an ``SMTPError`` whose sentence names the server, what went wrong and what to check.
+local relays). It logs in when given credentials (as UTF-8 where they are not ASCII) and sends
+ready-made message bytes. Every failure becomes an ``SMTPError`` whose sentence names the server,
+what went wrong and what to check.
 """
 
 import smtplib
 
 from . import netfail, tls
-from .errors import ConfigError, ConnectError, DeliveryError, MgrNotifyError
+from .errors import ConnectError, DeliveryError, MgrNotifyError
 
 SECURITY_MODES = ("ssl", "starttls", "none")
 PORTS = {"ssl": 465, "starttls": 587, "none": 25}
@@ -62,12 +63,12 @@ class SMTPSession:
             raise self._failure(e, "connecting")
 
     def login(self, user, password):
-        """Authenticate as ``user``."""
+        """Authenticate as ``user``; a login or password with characters other than ASCII goes as UTF-8."""
         try:
-            self.smtp.login(user, password)
-        except UnicodeEncodeError:
-            raise ConfigError("The SMTP login or password holds characters other than ASCII, which the SMTP login "
-                              "cannot carry here; use an ASCII password", obj="smtp_password")
+            if _ascii(user) and _ascii(password):
+                self.smtp.login(user, password)
+            else:
+                self._login_utf8(user, password)
         except smtplib.SMTPAuthenticationError as e:
             raise SMTPConnectError("The SMTP server %s refused the login for user '%s' (%s); check the SMTP login "
                                    "and password" % (self.address, user, _reply(e)), obj="smtp", value=self.address)
@@ -78,6 +79,32 @@ class SMTPSession:
                 % self.address, obj="smtp", value=self.address)
         except Exception as e:
             raise self._failure(e, "logging in")
+
+    def _login_utf8(self, user, password):
+        """AUTH PLAIN, else AUTH LOGIN, with the credentials in UTF-8 (RFC 4616 PLAIN carries UTF-8; LOGIN is
+        the same by convention): smtplib's own login encodes them as ASCII and fails on anything else."""
+        import base64
+
+        def encoded(*texts):
+            return base64.b64encode(b"\0".join(text.encode("utf-8") for text in texts)).decode("ascii")
+
+        self.smtp.ehlo_or_helo_if_needed()
+        if not self.smtp.has_extn("auth"):
+            raise smtplib.SMTPNotSupportedError("no AUTH")
+        offered = self.smtp.esmtp_features["auth"].upper().split()
+        if "PLAIN" in offered:
+            code, reply = self.smtp.docmd("AUTH", "PLAIN " + encoded("", user, password))
+        elif "LOGIN" in offered:
+            code, reply = self.smtp.docmd("AUTH", "LOGIN " + encoded(user))
+            if code == 334:
+                code, reply = self.smtp.docmd(encoded(password))
+        else:
+            raise SMTPConnectError(
+                "The SMTP server %s offers only the login methods %s, none of which can carry a login or password "
+                "with characters other than ASCII (PLAIN and LOGIN can); use an ASCII password"
+                % (self.address, ", ".join(offered)), obj="smtp", value=self.address)
+        if code not in (235, 503):   # 503: already logged in, which smtplib's login counts as success too
+            raise smtplib.SMTPAuthenticationError(code, reply)
 
     def send(self, sender, recipients, message):
         """Send ``message`` (bytes) from the envelope ``sender`` to every one of ``recipients``."""
@@ -160,6 +187,11 @@ def ehlo_name():
     import socket
     name = socket.gethostname()
     return name if "." in name else None
+
+
+def _ascii(text):
+    """True if ``text`` is ASCII, which is all smtplib's login can send."""
+    return all(ord(c) < 128 for c in text)
 
 
 def _text(text):
