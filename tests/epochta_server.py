@@ -4,8 +4,9 @@ It speaks the interface as PROTOCOLS.md describes it: a form POST whose field ``
 ``<SMS>`` document; the login checked; SEND answered with the number of messages accepted and
 BALANCE with status 0, or a negative status (-1 bad login, -2 malformed XML, -3 not enough credits,
 -4 no valid recipient, -7 sender rejected). API 3.0 (``/sms/3.0/<action>``) checks the md5 ``sum``.
-A test can make it misbehave (``behaviour``): answer HTTP 500, a redirect, a non-XML page, or
-accept the request and never answer; or answer every XML request with one status (``forced_status``).
+A test can make it misbehave (``behaviour``): answer HTTP 500, a redirect, a non-XML page, accept the
+request and never answer, or answer a byte at a time (from the status line, or from the body on);
+or answer every XML request with one status (``forced_status``).
 Every request is recorded in ``requests``.
 """
 
@@ -13,6 +14,7 @@ import hashlib
 import json
 import ssl
 import threading
+import time
 import xml.etree.ElementTree as ET
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from socketserver import ThreadingMixIn
@@ -23,6 +25,10 @@ from localnet import make_certificate
 CREDITS_PER_PART = 1
 SENDER_LETTERS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789")
 HANG_LIMIT = 30   # seconds a hanging answer waits at most, so a forgotten server never blocks a test run
+# A trickled answer: its first TRICKLE_BYTES bytes one at a time, TRICKLE_STEP s apart (each well within
+# any timeout), then the rest at once.
+TRICKLE_BYTES = 40
+TRICKLE_STEP = 0.25
 
 
 
@@ -103,11 +109,33 @@ class Handler(BaseHTTPRequestHandler):
                 % (status, items)).encode("utf-8")
 
     def answer(self, data, status=200, content_type="text/xml; charset=UTF-8"):
+        head = ("HTTP/1.0 %d %s\r\nContent-Type: %s\r\nContent-Length: %d\r\n\r\n"
+                % (status, self.responses[status][0], content_type, len(data))).encode("ascii")
+        behaviour = self.server.owner.behaviour
+        if behaviour in ("trickle", "trickle-body"):
+            if behaviour == "trickle-body":
+                self.wfile.write(head)
+                head = b""
+            return self.trickle(head + data)
         self.send_response(status)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(data)))
         self.end_headers()
         self.wfile.write(data)
+
+    def trickle(self, data):
+        """Send ``data`` slowly (TRICKLE_BYTES one at a time); ``trickled`` records how far it got before
+        the client left."""
+        owner = self.server.owner
+        try:
+            for i in range(min(TRICKLE_BYTES, len(data))):
+                self.wfile.write(data[i:i + 1])
+                owner.trickled = i + 1
+                time.sleep(TRICKLE_STEP)
+            self.wfile.write(data[TRICKLE_BYTES:])
+            owner.trickled = len(data)
+        except OSError:
+            pass
 
 
 class _HTTPServer(ThreadingMixIn, HTTPServer):
@@ -146,7 +174,8 @@ class EpochtaServer:
         self.accounts = {a.login: a for a in accounts}
         self.requests = []
         self.tls_errors = []
-        self.behaviour = None      # None, "hang", "http500", "redirect", "garbage"
+        self.behaviour = None      # None, "hang", "http500", "redirect", "garbage", "trickle", "trickle-body"
+        self.trickled = 0          # bytes of a trickled answer sent before the client left
         self.forced_status = None  # answer every XML request with this status
         self.release = threading.Event()
         context = None

@@ -152,3 +152,59 @@ def test_timeout_is_a_readable_error(sandbox):
     with pytest.raises(DatabaseError) as caught:
         dblib.Database(sandbox.db_settings, timeout=1).query("SELECT SLEEP(5)")
     assert "did not answer within 1 seconds" in caught.value.message
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), float("-inf")], ids=repr)
+def test_nan_and_infinity_are_refused_not_written_as_sql(value):
+    # repr() wrote "nan" and "inf" into the statement, which MariaDB reads as column names.
+    with pytest.raises(ValueError, match="SQL has no literal for a float NaN or infinity"):
+        dblib.bind("INSERT INTO hostile (v) VALUES (?)", (value,))
+
+
+def test_finite_floats_are_stored(table):
+    row_id = _store(table, 0.1)
+    assert table.query("SELECT v FROM hostile WHERE id = ?", (row_id,)) == [{"v": "0.1"}]
+
+
+# MariaDB's refusals before any statement ran: each says what to check, and none is a refused statement, which
+# the queue would set aside (errors.DatabaseError.statement_refused) instead of keeping its journal.
+LOGIN_REFUSALS = [
+    ("ERROR 1045 (28000): Access denied for user 'billmgr'@'localhost' (using password: YES)",
+     "The database refused the login of user 'billmgr'"),
+    ("ERROR 1698 (28000): Access denied for user 'billmgr'@'localhost'",
+     "logs in by another method than a password, such as unix_socket"),
+    ("ERROR 1130 (HY000): Host '10.0.0.5' is not allowed to connect to this MariaDB server",
+     "does not accept user 'billmgr' at db.example (database 'billmgr') from this host (error 1130)"),
+    ("ERROR 2026 (HY000): TLS/SSL error: self-signed certificate in certificate chain",
+     "The TLS connection to the database server for user 'billmgr' at db.example (database 'billmgr') failed "
+     "(error 2026: TLS/SSL error: self-signed certificate in certificate chain)"),
+]
+
+
+@pytest.mark.parametrize("stderr, words", LOGIN_REFUSALS, ids=["1045", "1698", "1130", "2026"])
+def test_login_and_tls_refusals_say_what_to_check(stderr, words):
+    database = dblib.Database({"DBHost": "db.example", "DBUser": "billmgr", "DBName": "billmgr"})
+    error = database._error(stderr)
+    assert words in error.message
+    assert "rejected a statement" not in error.message
+    assert error.statement_refused is False
+
+
+def test_a_statement_refused_is_told_apart(table):
+    with pytest.raises(DatabaseError) as caught:
+        table.execute("INSERT INTO no_such_table VALUES (1)")
+    assert "rejected a statement (error 1146)" in caught.value.message
+    assert caught.value.statement_refused is True
+
+
+def test_an_account_without_a_password_login_is_explained(sandbox):
+    # unix_socket admits only the system user of the same name: the suite runs as another one.
+    sandbox.mariadb.admin("CREATE USER IF NOT EXISTS 'mgrn_socket_only'@'localhost' IDENTIFIED VIA unix_socket;")
+    try:
+        settings = dict(sandbox.db_settings, DBUser="mgrn_socket_only", DBPassword="")
+        with pytest.raises(DatabaseError) as caught:
+            dblib.Database(settings, timeout=30).query("SELECT 1")
+    finally:
+        sandbox.mariadb.admin("DROP USER IF EXISTS 'mgrn_socket_only'@'localhost';")
+    assert "(error 1698)" in caught.value.message
+    assert caught.value.statement_refused is False

@@ -9,7 +9,7 @@ from urllib.parse import quote_plus
 import pytest
 
 import sandbox as sandboxlib
-from epochta_server import Account, EpochtaServer
+from epochta_server import TRICKLE_BYTES, Account, EpochtaServer
 from localnet import free_port
 from mgrnotify import epochta, errors, sms, tls, xmlio
 
@@ -196,6 +196,18 @@ def test_timeout_when_the_server_never_answers(sandbox, server):
     assert kind == "connect"
     assert "accepted the request but did not answer within 1 s" in sentence
     assert "look for messageID %s" % message_id in sentence
+
+
+@pytest.mark.parametrize("behaviour", ["trickle", "trickle-body"])
+def test_timeout_bounds_the_whole_answer(sandbox, server, behaviour):
+    # Every byte comes well within the timeout (one each 0.25 s), from the status line on or from the body on:
+    # only a deadline on the whole exchange ends the wait (a 39-byte answer used to take 19.5 s with timeout=2).
+    server.behaviour = behaviour
+    done = outgoing(sandbox, params(server, timeout="1"))
+    kind, sentence = error_of(done)
+    assert kind == "connect"
+    assert "accepted the request but did not answer within 1 s" in sentence
+    assert server.trickled < TRICKLE_BYTES, "the gateway left before the answer was complete"
 
 
 @pytest.mark.parametrize("url, words", [
@@ -447,6 +459,9 @@ def test_secrets_never_leak_even_at_debug_level(sandbox, server):
     ("🎉" * 35, ("UCS-2", 70, 1)),
     ("🎉" * 36, ("UCS-2", 72, 2)),
     ("x" * 66 + "🎉" + "x" * 66, ("UCS-2", 134, 3)),   # a surrogate pair is never split
+    ("page\fbreak", ("GSM-7", 11, 1)),                   # a form feed is in GSM-7's extension table: 2 septets
+    ("\f" * 80, ("GSM-7", 160, 1)),
+    ("\f" * 81, ("GSM-7", 162, 2)),
 ])
 def test_sms_measure(text, expected):
     length = sms.measure(text)
@@ -457,12 +472,15 @@ def test_sms_measure(text, expected):
     ("+380 (97) 292-00.00", "380972920000"),
     ("79123456789", "79123456789"),
     ("\u00a0+7\t912 345 67 89 ", "79123456789"),
+    ("0049 30 1234567", "49301234567"),      # the international prefix 00 is dialled, not sent
+    ("+0049 (30) 123-45-67", "49301234567"),
+    ("00380972920000", "380972920000"),
 ])
 def test_normalize_phone(phone, expected):
     assert sms.normalize_phone(phone) == expected
 
 
-@pytest.mark.parametrize("phone", ["", " + ( ) ", "+7 912 x", "7912²", "+7/912"])
+@pytest.mark.parametrize("phone", ["", " + ( ) ", "+7 912 x", "7912²", "+7/912", "00", "+00"])
 def test_normalize_phone_refuses(phone):
     with pytest.raises(sms.InvalidPhone):
         sms.normalize_phone(phone)

@@ -2,6 +2,7 @@
 
 import itertools
 import os
+import resource
 import subprocess
 import sys
 
@@ -13,6 +14,7 @@ import sandbox as sandboxlib  # noqa: E402
 from mgrnotify import xmlio, xmpp  # noqa: E402
 import prosody as prosodylib  # noqa: E402
 from localnet import free_port  # noqa: E402
+from test_xmpp import STREAM_HEADER, FakeServer  # noqa: E402
 
 prosody = prosodylib.prosody   # the fixture: one Prosody for this file
 
@@ -260,6 +262,28 @@ def test_ingoing_login_failure(sandbox, prosody, trusted, gateway):
     result = sandbox.run(MODULE, "--command", "ingoing", input=request)
     assert result.returncode == 1
     assert error_of(result)[0] == "connect"
+
+
+MEMORY_LIMIT = 512 * 1024 * 1024   # address space for the module: far above its needs, far below a gigabyte
+
+
+def test_a_server_sending_nested_elements_costs_little_memory(sandbox):
+    # 8 MB of nested elements took about 1 GB before the size limit tripped; the depth limit refuses them at once.
+    server = FakeServer(STREAM_HEADER + b"<a>" * (8 * 1024 * 1024 // 3))
+    settings = {"jabber": "gw@localhost", "password": "pw-nested-1", "server": "127.0.0.1",
+                "port": str(server.port), "tls": "none", "timeout": "10"}
+    sandboxlib.remember_secret(settings["password"])
+    try:
+        result = subprocess.run(sandbox.command(MODULE, "--command", "outgoing"), cwd=sandbox.root, env=sandbox.env(),
+                                input=sandboxlib.gateway_request(settings, "hi", jabber="a@localhost").encode(),
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=60,
+                                preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_AS, (MEMORY_LIMIT, MEMORY_LIMIT)))
+    finally:
+        server.close()
+    assert result.returncode == 1, (result.stdout, result.stderr)
+    assert error_of(result) == ("connect", "The XMPP server 127.0.0.1:%d sent a stanza with elements nested more than "
+                                           "32 deep while opening the stream; is it an XMPP server without TLS?"
+                                % server.port)
 
 
 @pytest.mark.parametrize("change,status,words", [

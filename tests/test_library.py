@@ -1,6 +1,8 @@
 """Unit tests of the library's small pieces: arguments, XML out, redaction, config, settings."""
 
+import json
 import os
+import subprocess
 import sys
 
 import pytest
@@ -89,6 +91,50 @@ def test_redact_remembered_value_in_every_form():
 def test_redact_keeps_ordinary_text():
     line = "Delivered message 42 to +79001234567 (2 parts) for user 'bob'"
     assert redact.redact(line) == line
+
+
+# Lines that made the old patterns take time growing with the square of their length: each attempt searched the
+# rest of the line for a closing tag or delimiter that never came (20 KB of one of them took seconds).
+PATHOLOGICAL = {
+    "unclosed tags": "<password>",
+    "unclosed escaped tags": "&lt;password&gt;",
+    "unclosed named fields": '<param name="password">',
+    "tags without an end": "<password",
+    "escaped tags without an end": "&lt;password ",
+    "orphan closing tags": "</password>",
+    "unclosed quotes": 'password="',
+    "keys": "password: ",
+    "one long tag name": "pass",   # after a "<"
+    "one long key": "passwd",
+}
+
+
+def pathological(size):
+    """Each of PATHOLOGICAL repeated to ``size`` characters, followed by a secret that must still be masked."""
+    texts = {}
+    for name, unit in PATHOLOGICAL.items():
+        text = unit * (size // len(unit))
+        texts[name] = ("<" + text if name == "one long tag name" else text) + " <password>hunter2</password>"
+    return texts
+
+
+REDACT_ALL = """
+import json, sys
+sys.path.insert(0, sys.argv[1])
+from mgrnotify import redact
+for name, text in json.load(sys.stdin).items():
+    if "hunter2" in redact.redact(text):
+        print("leaked in", name)
+print("done")
+"""
+
+
+def test_redact_takes_linear_time_on_pathological_lines():
+    # No assertion on time: a generous bound on a subprocess, which the old quadratic patterns overran by hours.
+    lib = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "lib", "python")
+    done = subprocess.run([sys.executable, "-c", REDACT_ALL, lib], input=json.dumps(pathological(1024 * 1024)).encode(),
+                          stdout=subprocess.PIPE, timeout=60)
+    assert done.stdout.decode().split("\n")[:-1] == ["done"]
 
 
 def test_log_line_format_and_control_characters(tmp_path):

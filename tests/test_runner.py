@@ -1,13 +1,21 @@
 """The command-line protocol, run the way BILLmanager runs modules: subprocesses in a sandbox MGR5 root."""
 
+import base64
+import itertools
 import os
 import re
+import socket
 import subprocess
+import threading
 
 import pytest
 
+import prosody as prosodylib
 import sandbox as sandboxlib
+from epochta_server import Account, EpochtaServer
 from mgrnotify import errors, xmlio
+
+prosody = prosodylib.prosody   # the fixture: one Prosody for this file
 
 REPO = sandboxlib.REPO
 
@@ -267,6 +275,143 @@ def test_password_at_debug_level_reaches_no_log_and_no_argument(sandbox):
     assert "mariadb" in argv_log or "mysql" in argv_log
     assert sandbox.DB_PASSWORD not in argv_log and sandbox.db_user not in argv_log
     assert password.encode() not in done.stdout + done.stderr
+
+
+# --- check_connection of every gateway echoes no secret, wherever it came in the form ---------------------------
+
+class SMTPLogin:
+    """Just enough SMTP for gwmail's check_connection, on 127.0.0.1 without TLS: a greeting, EHLO offering
+    AUTH PLAIN, one login and password accepted, QUIT. (aiosmtpd, the mail tests' server, is not installed
+    for Python 3.6, and this exchange is all check_connection needs.)"""
+
+    def __init__(self, login, password):
+        self.expected = base64.b64encode(b"\0" + login.encode() + b"\0" + password.encode())
+        self.listener = socket.socket()
+        self.listener.bind(("127.0.0.1", 0))
+        self.listener.listen(4)
+        self.port = self.listener.getsockname()[1]
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self):
+        while True:
+            try:
+                connection, _ = self.listener.accept()
+            except OSError:
+                return
+            with connection:
+                connection.settimeout(10)
+                try:
+                    self._talk(connection.makefile("rwb", buffering=0))
+                except OSError:
+                    pass
+
+    def _talk(self, stream):
+        stream.write(b"220 localhost ESMTP\r\n")
+        for line in stream:
+            words = line.split()
+            verb = words[0].upper() if words else b""
+            if verb in (b"EHLO", b"HELO"):
+                stream.write(b"250-localhost\r\n250 AUTH PLAIN\r\n")
+            elif verb == b"AUTH":
+                accepted = words[1:] == [b"PLAIN", self.expected]
+                stream.write(b"235 2.7.0 Accepted\r\n" if accepted else b"535 5.7.8 Refused\r\n")
+            elif verb == b"QUIT":
+                stream.write(b"221 Bye\r\n")
+                return
+            else:
+                stream.write(b"250 OK\r\n" if verb in (b"RSET", b"NOOP") else b"502 Not here\r\n")
+
+    def close(self):
+        self.listener.close()
+
+
+_secret_numbers = itertools.count(1)
+
+
+def new_secret(where):
+    """A password nobody else uses, recorded for the sandbox's leak scan."""
+    secret = "Sekret-%s-%d <&\"'>" % (where, next(_secret_numbers))
+    sandboxlib.remember_secret(secret)
+    return secret
+
+
+@pytest.fixture
+def reachable(prosody, tmp_path, monkeypatch):
+    """For each gateway of gate/: settings whose check_connection succeeds against a server on loopback, and
+    the names of the settings that hold secrets. A new gateway fails the test until it is added here."""
+    monkeypatch.setenv("SSL_CERT_FILE", prosody.cert)
+    jabber_password = new_secret("jabber")
+    jid = prosody.register("gwcheck%d" % next(_secret_numbers), jabber_password)
+    epochta_password, smtp_password = new_secret("epochta"), new_secret("smtp")
+    epochta = EpochtaServer([Account("hoster", epochta_password)]).start()
+    smtp = SMTPLogin("gw", smtp_password)
+    yield {
+        "gate/gwepochta": ({"login": "hoster", "password": epochta_password, "sender": "BILLmgr", "url": epochta.url,
+                            "timeout": "5"}, ["password"]),
+        "gate/gwjabber": (prosody.settings(jid, jabber_password), ["password"]),
+        "gate/gwmail": ({"email": "gw@mail.example", "smtp_host": "127.0.0.1", "smtp_port": str(smtp.port),
+                         "smtp_security": "none", "smtp_login": "gw", "smtp_password": smtp_password,
+                         "in_protocol": "none", "timeout": "5"}, ["smtp_password"]),
+    }
+    smtp.close()
+    epochta.stop()
+
+
+def check_connection_form(settings, secret_names, where):
+    """A check_connection form with the real settings ``where`` it says (the root of the form, ``<xmlparams>``,
+    or ``<gateway><xmlparams>``), and decoy secrets everywhere else a secret can sit: the root, the gateway row,
+    a nested element, an attribute, a field named by its ``name`` attribute. Returns (form, every secret in it)."""
+    decoys = {place: new_secret(place) for place in ("root", "row", "nested", "attribute", "named")}
+    secrets = list(decoys.values()) + [settings[name] for name in secret_names]
+    as_text = xmlio.document(*[xmlio.element(k, v) for k, v in settings.items()])
+    form = [xmlio.element("metadata", attrs={"api_key": decoys["attribute"]}, children=[
+        xmlio.element("form", children=[xmlio.element("field", attrs={"name": k}) for k in settings]),
+        xmlio.element("extra", children=[xmlio.element("deep", children=[
+            xmlio.element("private_key", decoys["nested"])])]),
+        xmlio.element("param", decoys["named"], {"name": "secret"})])]
+    row = [xmlio.element("token", decoys["row"])]
+    if where == "root":
+        form += [xmlio.element(k, v) for k, v in settings.items()]
+    else:
+        # A decoy in every secret field at the root: the entered values in xmlparams take precedence.
+        form += [xmlio.element(name, decoys["root"]) for name in secret_names]
+    if where == "xmlparams":
+        form.append(xmlio.element("xmlparams", as_text))
+    if where == "gateway":
+        row.append(xmlio.element("xmlparams", as_text))
+    return xmlio.document(*(form + [xmlio.element("gateway", children=row)])), secrets
+
+
+GATEWAYS = [m for m in sandboxlib.project_modules() if m.startswith("gate/")]
+
+
+def test_every_gateway_has_settings_for_the_check_below(reachable):
+    assert sorted(reachable) == sorted(GATEWAYS)
+
+
+@pytest.mark.parametrize("module", GATEWAYS)
+@pytest.mark.parametrize("where", ["root", "xmlparams", "gateway", "refused"])
+def test_check_connection_echoes_no_secret(sandbox, reachable, module, where):
+    settings, secret_names = reachable[module]
+    if where == "refused":
+        settings = dict(settings, **{name: new_secret("wrong") for name in secret_names})
+    sandbox.set_log_level(9)
+    form, secrets = check_connection_form(settings, secret_names, "xmlparams" if where == "refused" else where)
+    done = sandbox.run(module, "--command", "check_connection", input=form, timeout=60)
+    if where == "refused":
+        assert done.returncode == errors.EXIT_FAILURE, done.stdout
+        assert "refused" in xmlio.text(error_of(done), "msg")
+    else:
+        assert done.returncode == 0, (done.stdout, sandbox.logs().get(module[5:] + ".log"))
+        answer = xmlio.parse(done.stdout)
+        assert answer.find("metadata/form/field") is not None and answer.find(".//xmlparams") is None
+    places = [("stdout", done.stdout), ("stderr", done.stderr)]
+    places += [(name, text.encode("utf-8")) for name, text in sandbox.logs().items()]
+    assert "DEBUG input:" in sandbox.logs()[module[5:] + ".log"], "the debug lines must be written"
+    for secret in secrets:
+        for form_of_it in {secret, xmlio.escape(secret), xmlio.escape_attr(secret)}:
+            for name, content in places:
+                assert form_of_it.encode("utf-8") not in content, (name, secret)
 
 
 # --- start-up cost of --command features --------------------------------------------------------------------

@@ -66,6 +66,20 @@ def test_scram_rejects_unusable_server_first(server_first):
         scram.final_message(server_first)
 
 
+@pytest.mark.parametrize("server_first, words", [
+    # RFC 5802 §5.1: an "m" attribute is a mandatory extension; a client that does not know it must fail
+    ("m=ext,r=fyko+d2lbbFgONRv9qkxdawLX,s=QSXCR+Q6sek8bf92,i=4096", "requires a SCRAM extension"),
+    ("r=fyko+d2lbbFgONRv9qkxdawLX,m=ext,s=QSXCR+Q6sek8bf92,i=4096", "requires a SCRAM extension"),
+    ("r=fyko+d2lbbFgONRv9qkxdawLX,s=QSX*CR+Q6sek8bf92,i=4096", "salt 'QSX\\*CR\\+Q6sek8bf92' is not valid base64"),
+    ("r=fyko+d2lbbFgONRv9qkxdawLX,s=QSXCR+Q6sek8bf9,i=4096", "is not valid base64"),          # bad padding
+    ("r=fyko+d2lbbFgONRv9qkxdawLX,s=QSXCR Q6sek8bf92,i=4096", "is not valid base64"),
+])
+def test_scram_refuses_what_rfc_5802_makes_a_failure(server_first, words):
+    scram = xmpp.Scram("SCRAM-SHA-1", "user", "pencil", "n,,", "fyko+d2lbbFgONRv9qkxdawL")
+    with pytest.raises(ValueError, match=words):
+        scram.final_message(server_first)
+
+
 def test_scram_escapes_the_user_name_and_binds_the_gs2_header():
     scram = xmpp.Scram("SCRAM-SHA-1", "a=b,c", "pencil", "y,,", "abc")
     assert scram.first_message() == "y,,n=a=3Db=2Cc,r=abc"
@@ -239,6 +253,34 @@ def test_reader_refuses(data):
         xmpp._StreamReader().feed(data)
 
 
+MEGABYTE = 1024 * 1024
+
+
+@pytest.mark.parametrize("stanza, words", [
+    (b"<message>" + b"<a>" * (8 * MEGABYTE // 3), "nested more than 32 deep"),
+    (b"<message>" + b"<a/>" * (8 * MEGABYTE // 4), "more than 10000 elements"),
+    (b"<message" + b"".join(b" a%d=''" % i for i in range(20000)) + b">", "more than 10000 elements and attributes"),
+], ids=["nested", "wide", "attributes"])
+def test_reader_refuses_a_stanza_before_it_takes_memory(stanza, words):
+    # Each element costs ~30 times its size in memory: 8 MB of them was a gigabyte before the size limit.
+    reader = xmpp._StreamReader()
+    reader.feed(STREAM_HEADER)
+    fed = 0
+    with pytest.raises(ValueError, match=words):
+        while fed < len(stanza):
+            reader.feed(stanza[fed:fed + xmpp.READ_SIZE])
+            fed += xmpp.READ_SIZE
+    assert fed <= 4 * xmpp.READ_SIZE, "refused within the first reads, far below MAX_STANZA_BYTES"
+
+
+def test_reader_takes_a_deep_and_wide_stanza_within_the_limits():
+    depth = xmpp.MAX_STANZA_DEPTH - 2   # between the stanza element and the innermost ones
+    wide = b"".join(b"<i n='%d'/>" % i for i in range(xmpp.MAX_STANZA_ELEMENTS // 2 - depth - 1))
+    reader = xmpp._StreamReader()
+    reader.feed(STREAM_HEADER + b"<message>" + b"<x>" * depth + wide + b"</x>" * depth + b"</message>")
+    assert len(reader.stanzas) == 1
+
+
 # --- against a real Prosody --------------------------------------------------------------------------
 
 _numbers = itertools.count(1)
@@ -375,8 +417,11 @@ class FakeServer:
     def _serve(self, reply):
         connection, _ = self.listener.accept()
         self.connections.append(connection)
-        connection.recv(4096)
-        connection.sendall(reply)
+        try:
+            connection.recv(4096)
+            connection.sendall(reply)
+        except OSError:
+            pass   # the client hung up before the whole reply: what a client under attack should do
 
     def close(self):
         for connection in self.connections:
@@ -393,6 +438,8 @@ class FakeServer:
     (b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n", "not well-formed.*is it an XMPP server"),
     (STREAM_HEADER + b"</stream:stream>", "closed the stream while opening the stream"),
     (STREAM_HEADER.replace(b"version='1.0' ", b"") + b"<stream:features/>", "pre-1.0"),
+    pytest.param(STREAM_HEADER + b"<a>" * (8 * MEGABYTE // 3),
+                 "sent a stanza with elements nested more than 32 deep while opening the stream", id="8 MB nested"),
 ])
 def test_server_misbehaving(reply, error):
     server = FakeServer(reply)

@@ -6,7 +6,9 @@ billmgr.conf) go into a temporary defaults file only the owner can read -- never
 line, where ``ps`` would show them, and never onto the disk. Statements go to the client on stdin; values are bound here
 (``?`` placeholders) as hexadecimal literals, so no value can change a statement's meaning.
 Results are read in the client's ``--xml`` form, where tabs, newlines, NULL and any text survive
-(one exception: the client writes a NUL byte inside a value as a space).
+(one exception: the client writes a NUL byte inside a value as a space). A float NaN or infinity is
+refused with ValueError: SQL has no literal for it, and storing NULL instead would hide the defect
+that produced it.
 
 subprocess and re are imported where used: a module importing this one must still
 answer ``--command features`` without paying for them.
@@ -22,6 +24,20 @@ CLIENTS = ("mariadb", "mysql")
 CLIENT_DIRS = ("/usr/bin", "/usr/local/bin", "/usr/local/mysql/bin")   # BILLmanager's PATH may be short
 
 _UNREACHABLE = {"2002", "2003", "2005", "2006", "2013"}
+# Refusals before any statement ran, by the server's error code: what to check. {where} is describe().
+_CONNECTION_REFUSALS = {
+    "1045": "The database refused the login of {where}: check DBUser and DBPassword in etc/billmgr.conf",
+    "1698": "The database refused the login of {where} (error 1698): that account logs in by another method than "
+            "a password, such as unix_socket, which admits only the system user of the same name; give the "
+            "account a password and put it in DBPassword in etc/billmgr.conf",
+    "1130": "The database server does not accept {where} from this host (error 1130): grant the user access "
+            "from this host, or set DBHost in etc/billmgr.conf to a host the user may connect from (localhost)",
+    "1044": "The database server has no database for {where}, or the user may not use it: check DBName in "
+            "etc/billmgr.conf and the user's grants",
+    "2026": "The TLS connection to the database server for {where} failed (error 2026: {text}): check the server's "
+            "certificate and TLS settings, or set DBSocket in etc/billmgr.conf to connect through the local socket",
+}
+_CONNECTION_REFUSALS["1049"] = _CONNECTION_REFUSALS["1044"]
 _re = {}
 
 
@@ -48,6 +64,9 @@ def literal(value):
     if isinstance(value, int):
         return str(value)
     if isinstance(value, float):
+        import math
+        if not math.isfinite(value):
+            raise ValueError("%r cannot be stored: SQL has no literal for a float NaN or infinity" % value)
         return repr(value)
     if isinstance(value, bytes):
         return "X'%s'" % value.hex() if value else "''"
@@ -186,15 +205,11 @@ class Database:
     def _error(self, stderr):
         match = _patterns()["error"].search(stderr)
         code, text = (match.group(1), match.group(2)) if match else ("", stderr or "no message")
-        if code == "1045":
-            return DatabaseError("The database refused the login of %s: check DBUser and DBPassword in "
-                                 "etc/billmgr.conf" % self.describe(), value=text)
+        if code in _CONNECTION_REFUSALS:
+            return DatabaseError(_CONNECTION_REFUSALS[code].format(where=self.describe(), text=text), value=text)
         if code in _UNREACHABLE:
             return DatabaseError("Cannot reach the database server for %s: %s" % (self.describe(), text),
                                  error_type="connect", value=text)
-        if code in ("1044", "1049"):
-            return DatabaseError("The database server has no database for %s, or the user may not use it: check "
-                                 "DBName in etc/billmgr.conf and the user's grants" % self.describe(), value=text)
         refusal = DatabaseError("The database rejected a statement (error %s): %s" % (code or "?", text), value=text)
         refusal.statement_refused = bool(code) and not code.startswith("2")   # 2xxx: the client's own errors
         return refusal

@@ -10,7 +10,7 @@ which adds the ``outgoing_batch`` feature and command.
 import os
 import sys
 
-from . import xmlio
+from . import redact, xmlio
 from .errors import InputError, MgrNotifyError
 from .runner import Module
 from .settings import Settings
@@ -74,12 +74,10 @@ class Gateway(Module):
         return xmlio.serialize(self.formtune(form))
 
     def command_check_connection(self):
-        """The form back (without the entered values, which hold secrets) if ``check_connection`` raised nothing."""
+        """The form back, with every secret in it blanked, if ``check_connection`` raised nothing."""
         root = self.read_input("the settings form")
         self.check_connection(Request(root, Settings.from_request(root, self.log.name, form=True)))
-        for params in root.findall("xmlparams"):
-            root.remove(params)
-        return xmlio.serialize(root)
+        return xmlio.serialize(without_secrets(root))
 
     def command_outgoing(self):
         """An empty document once ``outgoing`` returned."""
@@ -148,6 +146,25 @@ class Gateway(Module):
     def check_connection(self, request):
         """Log in with the entered settings; raise an MgrNotifyError subclass saying why not."""
         raise NotImplementedError
+
+
+def without_secrets(root):
+    """``root`` with no entered secret left in it, wherever it sat: every ``<xmlparams>`` removed (it holds all
+    the entered values), and every secret-named field blanked -- an element's content (``<password>``), an
+    attribute's value, the text of an element named by its ``name`` attribute (``<field name="password">``)."""
+    for parent in list(root.iter()):
+        for params in parent.findall("xmlparams"):
+            parent.remove(params)
+    for element in list(root.iter()):
+        for name in element.attrib:
+            if redact.is_secret(name):
+                element.set(name, "")
+        if redact.is_secret(element.tag):
+            element.text = None
+            del element[:]
+        elif redact.is_secret(element.get("name", "")):
+            element.text = None
+    return root
 
 
 # Set by a caller that acknowledges each result (gatewaycall): the descriptor its acknowledgements come on.

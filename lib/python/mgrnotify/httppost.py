@@ -1,14 +1,16 @@
 """HTTP(S) POST to a web service, for the gateways that speak to one (ePochta, ...).
 
 Built on ``http.client``, which starts far faster than ``urllib.request``; both it and ``ssl`` are
-imported on first use only. One timeout bounds each step: connecting with the TLS handshake, and
-then the whole answer. Certificates are verified against the system's CA store unless the caller
+imported on first use only. One timeout bounds each whole exchange (``deadline``): resolving the
+host, connecting, the TLS handshake, sending the request and every read of the answer share it, so
+a service that answers a byte at a time cannot hold a gateway past it. Certificates are verified against the system's CA store unless the caller
 turns that off. Every failure becomes a ``PostError`` (a ``ConnectError``) whose sentence names the
 service, the address and what to check; the address is shown without any user:password part.
 """
 
 import time
 
+from . import deadline as deadlines
 from . import netfail, tls
 from .errors import ConfigError, ConnectError
 
@@ -95,12 +97,16 @@ class WebService:
         self._connection = None
 
     def post(self, fields, path=None):
-        """POST ``fields`` (name, value pairs) form-encoded to the URL (or ``path`` on its host); the answer's body."""
+        """POST ``fields`` (name, value pairs) form-encoded to the URL (or ``path`` on its host); the answer's body.
+
+        Everything from resolving the host to the answer's last byte happens within one timeout.
+        """
         from urllib.parse import urlencode
+        deadline = time.monotonic() + self.timeout
         body = urlencode(list(fields)).encode("ascii")
         headers = {"Content-Type": FORM, "User-Agent": USER_AGENT, "Accept": "*/*"}
         address = self.address if path is None else self.origin + path
-        connection = self._connect()
+        connection = self._connect(deadline)
         try:
             connection.request("POST", path or self.path, body, headers)
         except Exception as e:
@@ -114,41 +120,40 @@ class WebService:
                 raise
             raise self._failure(e, address, request_sent=True)
 
-    def _connect(self):
-        """The open connection, connecting (and shaking hands) first if there is none."""
+    def _connect(self, deadline):
+        """The open connection, its reads and sends now bound to ``deadline``; connecting (and shaking
+        hands) first if there is none."""
         if self._connection is not None:
+            self._connection.sock.deadline = deadline
             return self._connection
         import http.client
+        context = None
         if self.scheme == "https":
-            connection = http.client.HTTPSConnection(self.host, self.port, timeout=self.timeout,
-                                                     context=tls.context(self.verify_tls))
+            context = tls.context(self.verify_tls)
+            connection = http.client.HTTPSConnection(self.host, self.port, context=context)
         else:
-            connection = http.client.HTTPConnection(self.host, self.port, timeout=self.timeout)
+            connection = http.client.HTTPConnection(self.host, self.port)
+        sock = None
         try:
-            connection.connect()
+            # Connected here, not by http.client's connect(), which gives each address and the handshake
+            # a whole timeout of their own.
+            sock = deadlines.connect(self.host, self.port, deadline)
+            if context is not None:
+                sock.settimeout(deadlines.remaining(deadline))   # the handshake is one call, bounded as a whole
+                sock = context.wrap_socket(sock, server_hostname=self.host)
         except Exception as e:
-            connection.close()
+            if sock is not None:
+                sock.close()
             raise self._failure(e, self.address, request_sent=False)
+        connection.sock = deadlines.Socket(sock, deadline)
         self._connection = connection
         return connection
 
     def _answer(self, connection, address):
-        """Read the whole answer within one timeout; its body if the status is 200."""
-        deadline = time.monotonic() + self.timeout
-        sock = connection.sock   # getresponse() lets go of it when the server closes after answering
-
-        def remaining():
-            left = deadline - time.monotonic()
-            if left <= 0:
-                import socket
-                raise socket.timeout("deadline")
-            sock.settimeout(left)
-
-        remaining()
+        """Read the whole answer (within the connection's deadline); its body if the status is 200."""
         response = connection.getresponse()
         chunks, size = [], 0
         while not response.isclosed():   # it closes itself once the whole body is read
-            remaining()
             chunk = response.read(64 * 1024)
             if not chunk:
                 break

@@ -1,6 +1,7 @@
 """What every SMS gateway needs to know about a message before paying for it.
 
-``normalize_phone`` turns a number as people write it into the digits SMS services expect;
+``normalize_phone`` turns a number as people write it into the digits SMS services expect
+(international format, country code first, no ``+`` and no ``00`` prefix);
 ``measure`` counts the parts a text will be billed as: GSM-7 (160 characters in one SMS, 153 per
 part when split, the extension characters taking two) unless one character is outside GSM-7,
 which makes the whole text UCS-2 (70 in one, 67 per part, counted in UTF-16 units).
@@ -9,11 +10,11 @@ which makes the whole text UCS-2 (70 in one, 67 per part, counted in UTF-16 unit
 from .errors import DeliveryError
 
 # GSM 03.38: the basic character set (without the escape character) and the extension table
-# characters a phone sends as escape + character.
+# characters a phone sends as escape + character (two septets), the form feed among them.
 GSM7_BASIC = frozenset(
     "@£$¥èéùìòÇ\nØø\rÅåΔ_ΦΓΛΩΠΨΣΘΞÆæßÉ !\"#¤%&'()*+,-./0123456789:;<=>?"
     "¡ABCDEFGHIJKLMNOPQRSTUVWXYZÄÖÑÜ§¿abcdefghijklmnopqrstuvwxyzäöñüà")
-GSM7_EXTENSION = frozenset("^{}\\[~]|€")
+GSM7_EXTENSION = frozenset("\f^{}\\[~]|€")
 
 # (units in a single SMS, units per part of a split SMS)
 GSM7_LIMITS = (160, 153)
@@ -22,6 +23,9 @@ UCS2_LIMITS = (70, 67)
 # Written between the digits of a phone number by people and forms; everything else is refused.
 PHONE_SEPARATORS = "+()-."
 DIGITS = frozenset("0123456789")
+# Dialled before the country code from most of the world (ITU-T E.164's international prefix); SMS
+# services take the country code alone, so 0049... is 49...
+INTERNATIONAL_PREFIX = "00"
 
 
 class Length:
@@ -38,14 +42,17 @@ class InvalidPhone(DeliveryError):
 
 
 def normalize_phone(phone):
-    """The digits of ``phone`` ('+7 (912) 345-67.89' -> '79123456789'); InvalidPhone if none or not a number."""
+    """The digits of ``phone`` ('+7 (912) 345-67.89' -> '79123456789', '0049 30 1234' -> '49301234');
+    InvalidPhone if none or not a number."""
     digits = "".join(phone.split())
     for separator in PHONE_SEPARATORS:
         digits = digits.replace(separator, "")
     if not digits:
         raise InvalidPhone("The user has no phone number to send the SMS to; fill it in the user's profile",
                            obj="phone")
-    if not DIGITS.issuperset(digits):
+    if digits.startswith(INTERNATIONAL_PREFIX):
+        digits = digits[len(INTERNATIONAL_PREFIX):]
+    if not digits or not DIGITS.issuperset(digits):
         raise InvalidPhone("The phone number '%s' is not a number; write it in international format, "
                            "country code first (e.g. +380 97 292 00 00)" % phone, obj="phone", value=phone)
     return digits

@@ -29,6 +29,7 @@ import unicodedata
 from xml.etree.ElementTree import Element
 from xml.parsers import expat
 
+from . import deadline as deadlines
 from . import srv, tls
 from .errors import ConnectError, DeliveryError
 from .xmlio import escape, escape_attr
@@ -48,6 +49,11 @@ DIRECT_TLS_PORT = 5223   # the customary direct-TLS port, for the same fallback 
 SRV_TIMEOUT = 2.0        # the DNS lookup's share of the connect timeout, at most
 CLOSE_TIMEOUT = 2.0      # how long close() waits for the server's end of the stream
 MAX_STANZA_BYTES = 8 * 1024 * 1024   # one incoming stanza larger than this is an attack, not a message
+# Each parsed element costs a few hundred bytes of memory, 30 times its size on the wire: 8 MB of
+# "<a>" would be a gigabyte. No stanza a client receives comes near these (a message with formatted
+# XHTML-IM is a dozen levels and a few hundred elements).
+MAX_STANZA_DEPTH = 32
+MAX_STANZA_ELEMENTS = 10000
 MAX_SCRAM_ITERATIONS = 1000000       # a hostile server must not make us hash for minutes
 READ_SIZE = 65536
 
@@ -167,6 +173,11 @@ def _b64(data):
     return base64.b64encode(data).decode("ascii")
 
 
+def _unb64(text):
+    """Strict base64 (RFC 4648: the alphabet and padding, nothing else); ValueError otherwise."""
+    return base64.b64decode(text, validate=True)
+
+
 class Scram:
     """The client side of one SCRAM exchange (RFC 5802, RFC 7677), without channel binding."""
 
@@ -202,13 +213,19 @@ class Scram:
         attrs = self._attributes(server_first)
         if "e" in attrs:
             raise ValueError("the server reports '%s'" % attrs["e"])
+        if "m" in attrs:   # RFC 5802 §5.1: a mandatory extension this client cannot know must fail the login
+            raise ValueError("the server requires a SCRAM extension this client does not know ('m=%s')"
+                             % attrs["m"])
         nonce, salt, iterations = attrs.get("r", ""), attrs.get("s", ""), attrs.get("i", "")
         if not nonce.startswith(self.nonce) or len(nonce) == len(self.nonce):
             raise ValueError("the server's nonce does not extend ours")
         if not iterations.isdigit() or not 0 < int(iterations) <= MAX_SCRAM_ITERATIONS or not salt:
             raise ValueError("the server asks for %s iterations with salt '%s'" % (iterations, salt))
-        salted = hashlib.pbkdf2_hmac(self.hash, self.password.encode("utf-8"), base64.b64decode(salt),
-                                     int(iterations))
+        try:
+            salt_bytes = _unb64(salt)
+        except ValueError:
+            raise ValueError("the server's salt '%s' is not valid base64" % salt)
+        salted = hashlib.pbkdf2_hmac(self.hash, self.password.encode("utf-8"), salt_bytes, int(iterations))
         client_key = self._hmac(salted, b"Client Key")
         stored_key = hashlib.new(self.hash, client_key).digest()
         without_proof = "c=%s,r=%s" % (_b64(self.gs2_header.encode("utf-8")), nonce)
@@ -223,7 +240,11 @@ class Scram:
         attrs = self._attributes(server_final)
         if "e" in attrs:
             raise ValueError("the server reports '%s'" % attrs["e"])
-        if not hmac.compare_digest(base64.b64decode(attrs.get("v", "")), self.server_signature or b""):
+        try:
+            signature = _unb64(attrs.get("v", ""))
+        except ValueError:
+            signature = b""   # not base64: no signature, which the check below refuses
+        if not hmac.compare_digest(signature, self.server_signature or b""):
             raise ValueError("the server's signature is wrong: it does not know the password, or someone "
                              "is between us and the server")
 
@@ -235,7 +256,11 @@ def _tag(name):
 
 
 class _StreamReader:
-    """The bytes of one XML stream as stanzas: the root opens once, each element at depth 1 is a stanza."""
+    """The bytes of one XML stream as stanzas: the root opens once, each element at depth 1 is a stanza.
+
+    A stanza is refused (ValueError) past MAX_STANZA_BYTES, MAX_STANZA_DEPTH levels or
+    MAX_STANZA_ELEMENTS elements, before it can take much memory.
+    """
 
     def __init__(self):
         self.root = None
@@ -243,6 +268,7 @@ class _StreamReader:
         self.closed = False
         self._stack = []
         self._bytes = 0
+        self._elements = 0   # in the stanza being read
         self._parser = parser = expat.ParserCreate("UTF-8", " ")
         parser.buffer_text = True
         parser.StartElementHandler = self._start
@@ -273,6 +299,13 @@ class _StreamReader:
             raise ValueError("a stanza larger than %d bytes" % MAX_STANZA_BYTES)
 
     def _start(self, name, attrs):
+        if self.root is not None:
+            # Attributes count as elements: each costs as much memory.
+            self._elements += 1 + len(attrs)
+            if len(self._stack) >= MAX_STANZA_DEPTH:
+                raise ValueError("a stanza with elements nested more than %d deep" % MAX_STANZA_DEPTH)
+            if self._elements > MAX_STANZA_ELEMENTS:
+                raise ValueError("a stanza of more than %d elements and attributes" % MAX_STANZA_ELEMENTS)
         element = Element(_tag(name), {_tag(k): v for k, v in attrs.items()})
         if self.root is None:
             if element.tag != "{%s}stream" % NS_STREAM:
@@ -292,6 +325,7 @@ class _StreamReader:
             # A finished stanza leaves the root at once, or memory grows with every message.
             self.stanzas.append(element)
             self._bytes = 0
+            self._elements = 0
 
     def _text(self, text):
         if not self._stack:
@@ -500,7 +534,7 @@ class XMPPClient:
         for host, port in self._addresses(deadline):
             self.address = (host, port)
             try:
-                self.sock = socket.create_connection((host, port), timeout=self._remaining(deadline, "connecting"))
+                self.sock = deadlines.connect(host, port, deadline)
                 # Stanzas are small and a ping waits for its answer: with Nagle's algorithm on, the ping
                 # sits behind the server's delayed ACK for ~40 ms, which is most of a batch's time.
                 self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -568,8 +602,7 @@ class XMPPClient:
     def _send(self, text, loggable=None):
         self._debug("send: %s", loggable or text)
         try:
-            self.sock.settimeout(self.timeout)
-            self.sock.sendall(text.encode("utf-8"))
+            deadlines.sendall(self.sock, text.encode("utf-8"), time.monotonic() + self.timeout)
         except socket.timeout:
             raise self._timeout("sending")
         except OSError as e:
