@@ -1,18 +1,24 @@
 # Developer entry points. The repository itself is the /usr/local/mgr5 tree; nothing here is installed.
 PYTHON ?= python3
-PY36 := $(firstword $(wildcard /root/.pyenv/versions/3.6.*/bin/python))
+PYENV := /root/.pyenv/versions
+# AlmaLinux 8's /usr/bin/python3, where most BILLmanager installations run.
+PY36 := $(firstword $(wildcard $(PYENV)/3.6.*/bin/python))
+# The other interpreters BILLmanager meets: AlmaLinux 9 and Debian 11 (3.9), Ubuntu 24.04 (3.12), Debian 13 (3.13).
+MATRIX := $(foreach v,3.9 3.12 3.13,$(firstword $(wildcard $(PYENV)/$(v).*/bin/python)))
 MODULES := $(wildcard gate/* notify/*)
-# The tests that also run under Python 3.6, with the modules themselves run by 3.6 (AlmaLinux 8's python3).
-PY36_TESTS := tests/test_library.py tests/test_db.py tests/test_runner.py tests/test_template.py \
-              tests/test_queue.py tests/test_gwepochta.py
+# The library's own tests, run by pytest under every interpreter (the modules they start use it too).
+UNIT_TESTS := tests/test_library.py tests/test_template.py tests/test_db.py tests/test_xmpp.py
+# Tests that run no module in a subprocess: the runs with the modules under another interpreter leave them out.
+IN_PROCESS := --deselect tests/test_fuzz.py::test_in_process --ignore=tests/test_packages.py \
+              --ignore=tests/test_module_xml.py
 
 # rpm and deb are folders too: without .PHONY make would call them up to date.
-.PHONY: demo test deps vermin pytest pytest36 bench rpm deb clean
+.PHONY: demo test deps vermin pytest pytest36 matrix reliability bench rpm deb clean
 
 demo: deps
 	$(PYTHON) tests/demo.py
 
-test: deps vermin pytest pytest36
+test: deps vermin pytest pytest36 matrix reliability
 
 deps:
 	@bash .ci/deps
@@ -20,17 +26,35 @@ deps:
 vermin:
 	vermin -q -t=3.6- --violations --no-tips --no-parse-comments lib/python/mgrnotify/*.py $(MODULES)
 
-# The run also writes RELIABILITY.md: the fault matrix with this run's counts.
+# Every test, the modules run by their own shebang: /usr/bin/python3.
 pytest:
+	rm -f build/junit*.xml build/fuzz-counts.json
 	$(PYTHON) -m pytest tests -q --junitxml=build/junit.xml
-	$(PYTHON) tests/reliability.py build/junit.xml build/fuzz-counts.json
 
+# Every test that runs a module, the modules run by 3.6; then the library's tests with pytest itself on 3.6.
 pytest36:
 ifneq ($(PY36),)
-	MGRNOTIFY_TEST_PYTHON=$(PY36) $(PY36) -m pytest -q -p no:cacheprovider $(PY36_TESTS)
+	MGRNOTIFY_TEST_PYTHON=$(PY36) $(PYTHON) -m pytest tests -q -p no:cacheprovider $(IN_PROCESS) \
+		--junitxml=build/junit-modules-3.6.xml
+	MGRNOTIFY_TEST_PYTHON=$(PY36) $(PY36) -m pytest -q -p no:cacheprovider $(UNIT_TESTS) \
+		--junitxml=build/junit-library-3.6.xml
 else
-	@echo "No Python 3.6 interpreter on this machine: the 3.6 run is skipped (vermin still checked 3.6 syntax)."
+	@echo "No Python 3.6 interpreter on this machine: the 3.6 runs are skipped (vermin still checked 3.6 syntax)."
 endif
+
+# Each other interpreter: every command of every module once against the real servers (the tests marked smoke),
+# and the library's tests with pytest itself on that interpreter.
+matrix:
+	@$(foreach py,$(MATRIX),v=$$($(py) -c 'import sys; print("%d.%d" % sys.version_info[:2])') && \
+		echo "== Python $$v: the smoke matrix and the library's tests" && \
+		MGRNOTIFY_TEST_PYTHON=$(py) $(PYTHON) -m pytest tests -q -p no:cacheprovider -m smoke \
+			--junitxml=build/junit-modules-$$v.xml && \
+		MGRNOTIFY_TEST_PYTHON=$(py) $(py) -m pytest -q -p no:cacheprovider $(UNIT_TESTS) \
+			--junitxml=build/junit-library-$$v.xml && ) true
+
+# RELIABILITY.md from this run's reports: the fault matrix, the generated cases, the interpreters.
+reliability:
+	$(PYTHON) tests/reliability.py build
 
 bench: deps
 	$(PYTHON) bench/run.py --write

@@ -1,11 +1,16 @@
 """Write RELIABILITY.md from a test run: the fault and bad-input matrix, each row with the tests that prove it
-and their counts in that run.
+and their counts in that run; the generated cases; the stateful queue model; the interpreters.
 
-    python3 tests/reliability.py build/junit.xml [build/fuzz-counts.json]      (make test does this)
+    python3 tests/reliability.py build      (make test does this)
+
+It reads build/junit.xml (every test, the modules run by /usr/bin/python3), build/fuzz-counts.json (what the
+generators and the queue model did) and build/junit-{modules,library}-X.Y.xml (the runs under other interpreters).
 """
 
+import glob
 import json
 import os
+import re
 import sys
 import xml.etree.ElementTree as ET
 
@@ -85,6 +90,25 @@ MATRIX = [
          "An error document naming the side that failed; unmarked mail comes again", ["test_gwmail.py::"]),
         ("XMPP: stream and SASL errors, wrong password, TLS failures, silent servers",
          "Exceptions with readable text, error documents", ["test_xmpp.py::", "test_gwjabber.py::"]),
+        ("A server that answers a byte at a time (ePochta's stand-in, from the status line or from the body)",
+         "One deadline bounds the whole exchange (DNS, connect, TLS, every read): 'did not answer within N s'",
+         ["test_gwepochta.py::test_timeout_bounds_the_whole_answer"]),
+        ("A hostile XMPP server: 8 MB of nested elements, a stanza of too many elements",
+         "Refused past 32 levels or 10,000 elements, before it takes memory, with a readable sentence",
+         ["test_xmpp.py::test_reader_refuses_a_stanza_before_it_takes_memory",
+          "test_gwjabber.py::test_a_server_sending_nested_elements"]),
+        ("SCRAM: a mandatory m= extension, a salt or signature that is not valid base64, a wrong signature",
+         "The login fails (RFC 5802)", ["test_xmpp.py::test_scram_refuses", "test_xmpp.py::test_scram_rejects"]),
+        ("IMAP: the UID after the message literal in a FETCH answer; two ingoing runs on one mailbox",
+         "The mail is taken either way; the runs take turns (a lock per mailbox), so no mail is handed over twice",
+         ["test_gwmail.py::test_fetched_messages_in_any_order", "test_gwmail.py::test_imap_uid_after_the_message",
+          "test_gwmail.py::test_two_ingoing_runs_take_turns"]),
+        ("Passwords that are not ASCII (SMTP, IMAP, POP3)", "Sent as UTF-8 (AUTH PLAIN, AUTHENTICATE PLAIN)",
+         ["test_gwmail.py::test_a_password_that_is_not_ascii"]),
+        ("MariaDB refuses the login (1045, 1698), the host (1130) or TLS (2026); NaN or infinity as a value",
+         "A sentence saying what to check in billmgr.conf; NaN refused before any SQL is written",
+         ["test_db.py::test_login_and_tls_refusals", "test_db.py::test_nan_and_infinity",
+          "test_db.py::test_a_statement_refused_is_told_apart"]),
     ]),
     ("Bad input", [
         ("Hostile stdin: billion laughs, external entity, DTD, truncated, not UTF-8, empty, not XML",
@@ -106,6 +130,18 @@ MATRIX = [
          ["test_queue.py::test_bad_replies", "test_hostile_values.py::test_hostile_replies",
           "test_ntjabber.py::test_replies"]),
         ("CR/LF in mail subjects and names", "No header added", ["test_gwmail.py::test_line_breaks"]),
+        ("RFC 2047 encoded line breaks in every header source (subject, from_name, provider, recipient, a complete "
+         "mail's own fields), on 3.6, 3.9, 3.12, 3.13 and /usr/bin/python3; a display name with quotes and a comma",
+         "The SMTP server receives exactly the fields gwmail writes; the address shown is the address used; a "
+         "header block holding a line gwmail did not write is refused before sending",
+         ["test_gwmail.py::test_encoded_line_breaks_add_no_header", "test_gwmail.py::test_the_guard_alone",
+          "test_gwmail.py::test_header_text_is_one_line", "test_gwmail.py::test_a_value_that_would_add_a_line",
+          "test_gwmail.py::test_the_written_header_block_is_checked"]),
+        ("SMS text with a form feed; a number written with the 00 international prefix",
+         "The form feed counts as a GSM-7 extension (two septets); 00 is dropped",
+         ["test_gwepochta.py::test_sms_measure", "test_gwepochta.py::test_normalize_phone"]),
+        ("A 1 MB pathological log line (thousands of unclosed tags and quotes)", "Redacted in linear time",
+         ["test_library.py::test_redact_takes_linear_time"]),
     ]),
     ("Secrets", [
         ("Every password the suite used, in everything the modules wrote: logs, stdout and stderr of every run, "
@@ -114,6 +150,10 @@ MATRIX = [
         ("Debug level 9 with passwords in the input", "Masked by the logger itself",
          ["test_runner.py::test_password_at_debug_level", "test_gwepochta.py::test_secrets_never_leak",
           "test_gwmail.py::test_passwords_never_leak"]),
+        ("check_connection given secrets at the form's root, in xmlparams, nested, in attributes, and a refused "
+         "login; every gateway, at debug level 9",
+         "The answer has every secret-named field blanked wherever it sat; nothing in stdout, stderr or the log",
+         ["test_runner.py::test_check_connection_echoes_no_secret"]),
         ("Database credentials", "Through a pipe read as /dev/fd/N: never on the command line, never on disk",
          ["test_db.py::test_credentials_never"]),
     ]),
@@ -146,11 +186,73 @@ def count(outcome, prefixes):
     return ", ".join(parts)
 
 
+INTERPRETER_RUNS = {
+    "modules": "the tests that run modules, the modules run by this interpreter",
+    "library": "the library's own tests, pytest itself on this interpreter",
+}
+# Where each interpreter is found on the systems BILLmanager runs on.
+DISTRIBUTIONS = {"3.6": "AlmaLinux 8", "3.9": "AlmaLinux 9, Debian 11", "3.11": "Debian 12",
+                 "3.12": "Ubuntu 24.04", "3.13": "Debian 13"}
+MODEL_PART = "queue model"
+
+
+def totals(outcome):
+    """'N passed, M skipped' for a whole report."""
+    values = list(outcome.values())
+    return ", ".join("%d %s" % (values.count(kind), kind) for kind in ("passed", "failed", "skipped")
+                     if values.count(kind)) or "**no test ran**"
+
+
+def interpreter_lines(folder, main_outcome):
+    """The table of interpreters: one row per report of a run under another interpreter."""
+    lines = ["## Interpreters", "",
+             "BILLmanager runs the modules with the system's `/usr/bin/python3`. Every test ran with the modules "
+             "under this machine's `/usr/bin/python3`; the runs below repeat them under the other interpreters "
+             "BILLmanager meets (pyenv builds, without the distributions' patches). Under 3.9, 3.12 and 3.13 the "
+             "module tests are the smoke matrix (`-m smoke`): every command of every module once against the real "
+             "servers.", "",
+             "| Python | found on | run | tests | last run |", "| --- | --- | --- | --- | --- |",
+             "| /usr/bin/python3 | Debian 12 (this machine) | every test | all | %s |" % totals(main_outcome)]
+    found = []
+    for path in glob.glob(os.path.join(folder, "junit-*-*.xml")):
+        match = re.match(r"junit-(modules|library)-(\d+)\.(\d+)\.xml$", os.path.basename(path))
+        if match:
+            found.append(((int(match.group(2)), int(match.group(3))), match.group(1), path))
+    for (major, minor), kind, path in sorted(found):
+        version = "%d.%d" % (major, minor)
+        which = "smoke matrix" if kind == "modules" and version != "3.6" else "all"
+        lines.append("| %s | %s | %s | %s | %s |" % (version, DISTRIBUTIONS.get(version, ""), INTERPRETER_RUNS[kind],
+                                                     which, totals(results(path))))
+    return lines + [""]
+
+
+def model_lines(fuzz):
+    """The stateful queue model's section: per schema, its steps and what they did."""
+    runs = [(part, run) for module in sorted(fuzz) for part, run in sorted(fuzz[module].items())
+            if part.startswith(MODEL_PART)]
+    if not runs:
+        return []
+    lines = ["## The queue as a state machine (tests/test_queue_model.py)", "",
+             "Hypothesis interleaves enqueues (files of several notices for different users, XSLT and EJS), gateway "
+             "faults (refusals, hangs, deaths, garbage), template faults (throws, stops, endless loops, printing), "
+             "database failures at any statement and SIGKILLs of the run, on notifytask in utf8mb4, utf8 (utf8mb3) "
+             "and latin1 under strict mode. After every step: nothing delivered to anyone but its recipient, "
+             "duplicates only for notices in flight at a kill, error_count and err_info true, the queue never "
+             "stuck; at the end everything deliverable delivered.", "",
+             "| schema | steps | seconds | what the steps did |", "| --- | --- | --- | --- |"]
+    for part, run in runs:
+        details = ", ".join("%s %s" % (k, v) for k, v in sorted(run.items()) if k not in ("cases", "seconds"))
+        lines.append("| %s | %d | %s | %s |" % (part[len(MODEL_PART):].strip(" ()"), run.get("cases", 0),
+                                                run.get("seconds", ""), details))
+    return lines + [""]
+
+
 def main(argv):
-    outcome = results(argv[0])
+    folder = argv[0]
+    outcome = results(os.path.join(folder, "junit.xml"))
     fuzz = {}
-    if len(argv) > 1 and os.path.exists(argv[1]):
-        with open(argv[1]) as f:
+    if os.path.exists(os.path.join(folder, "fuzz-counts.json")):
+        with open(os.path.join(folder, "fuzz-counts.json")) as f:
             fuzz = json.load(f)
     lines = ["# Reliability: nothing lost, nothing leaked", "",
              "Produced by `make test` from its own run (`tests/reliability.py`): each fault or input class, what "
@@ -163,14 +265,20 @@ def main(argv):
             lines.append("| %s | %s | %s | %s |" % (fault, behaviour, "<br>".join("`%s`" % p for p in prefixes),
                                                      count(outcome, prefixes)))
         lines.append("")
-    if fuzz:
+    generated = {module: {part: run for part, run in runs.items() if not part.startswith(MODEL_PART)}
+                 for module, runs in fuzz.items()}
+    if any(generated.values()):
         lines += ["## Generated cases in the last run (tests/test_fuzz.py)", "",
                   "| module | cases | of which |", "| --- | --- | --- |"]
-        for module, runs in sorted(fuzz.items()):
+        for module, runs in sorted(generated.items()):
+            if not runs:
+                continue
             total = sum(run.get("cases", 0) for run in runs.values())
             parts = ", ".join("%s %d" % (kind, run.get("cases", 0)) for kind, run in sorted(runs.items()))
             lines.append("| %s | %d | %s |" % (module, total, parts))
         lines.append("")
+    lines += model_lines(fuzz)
+    lines += interpreter_lines(folder, outcome)
     with open(os.path.join(REPO, "RELIABILITY.md"), "w", encoding="utf-8") as f:
         f.write("\n".join(lines))
     failed = [k for k, v in outcome.items() if v == "failed"]

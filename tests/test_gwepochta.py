@@ -85,6 +85,7 @@ def log_of(sandbox):
 
 # --- sending ---------------------------------------------------------------------------------------------
 
+@pytest.mark.smoke
 def test_send_posts_the_documented_request(sandbox, server):
     done = outgoing(sandbox, params(server))
     assert_sent(done)
@@ -323,6 +324,7 @@ def test_max_parts_allows_what_fits(sandbox, server):
 
 # --- check_connection and formtune -----------------------------------------------------------------------
 
+@pytest.mark.smoke
 def test_check_connection_reads_the_balance(sandbox, server):
     request = sandboxlib.check_connection_request(params(server), form_fields=("login", "password", "sender"))
     done = sandbox.run(MODULE, "--command", "check_connection", input=request)
@@ -372,6 +374,7 @@ def test_formtune_fills_the_api_choice_and_defaults(sandbox, values, expected):
     assert root.find("metadata/form/field[@name='login']") is not None
 
 
+@pytest.mark.smoke
 def test_formtune_twice_keeps_one_list(sandbox):
     once = sandbox.run(MODULE, "--command", "formtune", input=form()).stdout
     twice = xmlio.parse(sandbox.run(MODULE, "--command", "formtune", input=once).stdout)

@@ -116,6 +116,7 @@ def test_features_and_a_light_start(sandbox):
                            "mgrnotify.xmpp", "base64"}
 
 
+@pytest.mark.smoke
 def test_formtune(sandbox):
     form = xmlio.document(xmlio.element("metadata", attrs={"name": "gateway.gwjabber"}))
     result = sandbox.run(MODULE, "--command", "formtune", input=form)
@@ -126,6 +127,7 @@ def test_formtune(sandbox):
     assert [v.text for v in doc.findall("slist[@name='tls']/msg")] == ["starttls", "direct", "none"]
 
 
+@pytest.mark.smoke
 @pytest.mark.parametrize("request_format", ["example", "contract"])
 def test_outgoing_arrives(sandbox, prosody, trusted, gateway, alice, request_format):
     settings = prosody.settings(*gateway)
@@ -185,6 +187,7 @@ def test_outgoing_failures(sandbox, prosody, monkeypatch, gateway, alice, change
     assert words.format(gw=gateway[0], free=free) in sentence
 
 
+@pytest.mark.smoke
 def test_outgoing_batch(sandbox, prosody, trusted, gateway, alice):
     messages = [("11", alice[0], "Первое", "one"),
                 ("12", "nobody@localhost", "", "to no one"),
@@ -245,6 +248,7 @@ def test_outgoing_batch_refuses_a_malformed_request(sandbox, prosody, gateway, m
     assert words in error_of(result)[1]
 
 
+@pytest.mark.smoke
 def test_ingoing_returns_what_was_sent_to_the_gateway(sandbox, prosody, trusted, gateway, alice):
     send_messages(prosody, alice[0], alice[1], gateway[0], [("#12 Спасибо, всё работает", ""),
                                                              ("@12 second", "Re: ticket")])
@@ -286,6 +290,7 @@ def test_a_server_sending_nested_elements_costs_little_memory(sandbox):
                                 % server.port)
 
 
+@pytest.mark.smoke
 @pytest.mark.parametrize("change,status,words", [
     ({}, 0, None),
     ({"password": "wrong password"}, 1, "refused the login for"),

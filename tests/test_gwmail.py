@@ -267,6 +267,7 @@ def test_imap_folder_name(name, expected):
 
 # --- outgoing, and back through ingoing ----------------------------------------------------------------------
 
+@pytest.mark.smoke
 def test_features(sandbox):
     root = xmlio.parse(sandbox.run(MODULE, "--command", "features").stdout)
     assert [f.get("name") for f in root.findall("features/feature")] == [
@@ -274,6 +275,7 @@ def test_features(sandbox):
     assert xmlio.text(root, "notify_module") == "ntemail"
 
 
+@pytest.mark.smoke
 @pytest.mark.parametrize("smtp, inbound, in_security", [
     ("starttls", "imap", "ssl"),
     ("ssl", "imap", "starttls"),
@@ -616,6 +618,7 @@ def test_verify_tls_off_accepts_the_self_signed_servers(sandbox, servers, user, 
 FORM_FIELDS = ("email", "smtp_host", "smtp_password", "in_protocol", "in_password")
 
 
+@pytest.mark.smoke
 @pytest.mark.parametrize("inbound, change, side", [
     ("imap", {}, None),
     ("pop3", {}, None),
@@ -647,6 +650,7 @@ def test_check_connection(sandbox, servers, user, inbound, change, side):
 
 # --- ingoing --------------------------------------------------------------------------------------------------
 
+@pytest.mark.smoke
 @pytest.mark.parametrize("inbound", ["imap", "pop3"])
 def test_ingoing_limit_order_and_seen(sandbox, servers, user, inbound):
     settings = params(servers, user, inbound=inbound, in_limit="2")
@@ -912,6 +916,7 @@ def test_two_ingoing_runs_take_turns(sandbox, servers, user, inbound, tmp_path):
 
 # --- the form, and secrets -----------------------------------------------------------------------------------
 
+@pytest.mark.smoke
 def test_formtune_fills_the_choice_lists_and_defaults(sandbox):
     form = xmlio.document(xmlio.element("metadata", attrs={"name": "gateway.gwmail"}),
                           xmlio.element("slist", attrs={"name": "in_after"}, children=[xmlio.element("msg", "old")]),

@@ -4,6 +4,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -218,3 +219,27 @@ def test_xmlparams_that_is_not_xml_is_an_input_error():
     with pytest.raises(errors.InputError) as caught:
         Settings.from_request(request)
     assert "xmlparams" in caught.value.message
+
+
+def test_a_streamed_element_split_over_reads_comes_at_once():
+    """expat >= 2.6 (Python 3.13) holds back a token split over reads until more bytes come; a request read as
+    it arrives (outgoing_batch) must give each element as soon as it is complete, or caller and gateway wait
+    for each other."""
+    import threading
+    read_end, write_end = os.pipe()
+    elements = xmlio.stream_elements(read_end, ("message",))
+    got = []
+    reader = threading.Thread(target=lambda: got.append(next(elements)), daemon=True)
+    reader.start()
+    # Three reads: an element, then a start tag cut in two (the pauses keep them apart).
+    for data in (b"<doc><messages><gateway>" + b"z" * 1000 + b"</gateway>", b"<message id='1' to='" + b"x" * 50,
+                 b"'/>"):   # and the document stays open: the caller waits for the answer now
+        os.write(write_end, data)
+        time.sleep(0.2)
+    reader.join(10)
+    try:
+        assert got and got[0].get("id") == "1", "the complete element must come before the document ends"
+    finally:
+        os.close(write_end)
+        reader.join(10)
+        os.close(read_end)

@@ -60,6 +60,7 @@ def tasks(box):
     return box.db.query("SELECT id, filename, error_count, err_info FROM notifytask ORDER BY id")
 
 
+@pytest.mark.smoke
 def test_xslt_and_ejs_notifications_arrive_and_leave_the_queue(jabber):
     first = jabber.enqueue("ntjabber", XSLT, notice(jabber.project, subject="Срок услуги",
                                                     item="<name>vds-7</name><expiredate>2026-12-01</expiredate>"),
@@ -169,6 +170,7 @@ def say(box, jid, password, text):
         c.ping()
 
 
+@pytest.mark.smoke
 def test_replies_go_into_tickets_and_strangers_get_answers(desk):
     say(desk, desk.alice_jid, desk.alice_password, "#%d Спасибо, сервер снова работает" % desk.ticket)
     say(desk, desk.mallory_jid, desk.mallory_password, "#%d дайте доступ" % desk.ticket)

@@ -49,6 +49,7 @@ def process(box, timeout=120):
     return done
 
 
+@pytest.mark.smoke
 def test_xslt_and_ejs_with_macros_are_delivered_and_removed(queue):
     first = queue.enqueue("ntjabber", XSLT, notice(queue.project), queue.user)
     second = queue.enqueue("ntjabber", EJS, notice(queue.project, items=("a", "b&lt;c")), queue.user, absolute=True)

@@ -242,6 +242,7 @@ def test_hostile_stdin_gives_an_error_document(sandbox, module):
             assert_no_traceback(done)
 
 
+@pytest.mark.smoke
 @pytest.mark.parametrize("module", repo_modules())
 def test_features_ignores_stdin_and_answers(sandbox, module):
     module = in_sandbox(sandbox, module)

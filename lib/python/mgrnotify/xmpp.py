@@ -271,6 +271,11 @@ class _StreamReader:
         self._elements = 0   # in the stanza being read
         self._parser = parser = expat.ParserCreate("UTF-8", " ")
         parser.buffer_text = True
+        if hasattr(parser, "SetReparseDeferralEnabled"):
+            # expat >= 2.6 (Python 3.13, patched 3.8-3.12) may hold back a token split over reads until more
+            # bytes come: a stream must give each stanza as soon as it is complete. MAX_STANZA_BYTES bounds the
+            # reparsing cost that deferral saves.
+            parser.SetReparseDeferralEnabled(False)
         parser.StartElementHandler = self._start
         parser.EndElementHandler = self._end
         parser.CharacterDataHandler = self._text
