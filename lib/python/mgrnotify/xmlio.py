@@ -123,10 +123,12 @@ def stream_elements(fd, tags, what="the input on stdin", chunk=65536):
         try:
             if data:
                 parser.feed(data)
-                if hasattr(parser, "flush"):
-                    # expat >= 2.6 (Python 3.13, patched 3.8-3.12) may hold back an element split over reads
-                    # until more bytes come; the caller is waiting for its answer before it sends any.
-                    parser.flush()
+                # expat >= 2.6 (Python 3.13, patched 3.8-3.12) may hold back an element split over reads until
+                # more bytes come, while the caller waits for its answer before it sends any: flush() where the
+                # parser has it (looked up by name: older interpreters have neither it nor the deferral).
+                flush = getattr(parser, "flush", None)
+                if flush is not None:
+                    flush()
                 seen_any = seen_any or bool(data.strip())
             else:
                 if not seen_any:
