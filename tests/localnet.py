@@ -91,3 +91,35 @@ class FaultyServer:
                 conn.close()
             except OSError:
                 pass
+
+
+class ScriptedServer:
+    """A loopback TCP server whose subclass speaks a scripted protocol: ``session(connection)`` per client, each
+    connection closed after it; ``port`` to connect to, ``close()`` to stop accepting."""
+
+    def __init__(self):
+        import threading
+        self.listener = socket.socket()
+        self.listener.bind(("127.0.0.1", 0))
+        self.listener.listen(5)
+        self.port = self.listener.getsockname()[1]
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self):
+        while True:
+            try:
+                connection, _ = self.listener.accept()
+            except OSError:
+                return
+            with connection:
+                try:
+                    self.session(connection)
+                except OSError:
+                    pass
+
+    def session(self, connection):
+        """Talk to one client."""
+        raise NotImplementedError
+
+    def close(self):
+        self.listener.close()

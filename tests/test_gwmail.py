@@ -23,7 +23,7 @@ import pytest
 
 import sandbox as sandboxlib
 from dovecot import Dovecot
-from localnet import free_port, make_certificate
+from localnet import ScriptedServer, free_port, make_certificate
 from mgrnotify import errors, xmlio
 from mgrnotify import mail as maillib
 from mgrnotify.mail import looks_like_html, looks_like_mail, mail_address
@@ -758,29 +758,20 @@ def test_fetched_messages_in_any_order(data, expected):
     assert fetched_messages(data) == expected
 
 
-class UIDLastIMAP:
+class UIDLastIMAP(ScriptedServer):
     """A scripted IMAP server on loopback whose FETCH answers put the UID after the message, as RFC 3501 allows
     and Dovecot never does: one unread mail, UID 7, until a STORE marks it."""
 
     def __init__(self, mail):
         self.mail = mail
         self.marked = False
-        self.listener = socket.socket()
-        self.listener.bind(("127.0.0.1", 0))
-        self.listener.listen(5)
-        self.port = self.listener.getsockname()[1]
-        threading.Thread(target=self.serve, daemon=True).start()
+        super().__init__()
 
-    def serve(self):
-        while True:
-            try:
-                connection, _ = self.listener.accept()
-            except OSError:
-                return
-            with connection, connection.makefile("rwb") as stream:
-                self.session(stream)
+    def session(self, connection):
+        with connection.makefile("rwb") as stream:
+            self.talk(stream)
 
-    def session(self, stream):
+    def talk(self, stream):
         def say(line):
             stream.write(line + b"\r\n")
             stream.flush()
@@ -804,9 +795,6 @@ class UIDLastIMAP:
                 say(tag + b" OK done")
                 return
             say(tag + b" OK done")
-
-    def close(self):
-        self.listener.close()
 
 
 def test_imap_uid_after_the_message(sandbox, servers, user):

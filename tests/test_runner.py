@@ -4,14 +4,13 @@ import base64
 import itertools
 import os
 import re
-import socket
 import subprocess
-import threading
 
 import pytest
 
 import prosody as prosodylib
 import sandbox as sandboxlib
+from localnet import ScriptedServer
 from epochta_server import Account, EpochtaServer
 from mgrnotify import errors, xmlio
 
@@ -280,31 +279,18 @@ def test_password_at_debug_level_reaches_no_log_and_no_argument(sandbox):
 
 # --- check_connection of every gateway echoes no secret, wherever it came in the form ---------------------------
 
-class SMTPLogin:
+class SMTPLogin(ScriptedServer):
     """Just enough SMTP for gwmail's check_connection, on 127.0.0.1 without TLS: a greeting, EHLO offering
     AUTH PLAIN, one login and password accepted, QUIT. (aiosmtpd, the mail tests' server, is not installed
     for Python 3.6, and this exchange is all check_connection needs.)"""
 
     def __init__(self, login, password):
         self.expected = base64.b64encode(b"\0" + login.encode() + b"\0" + password.encode())
-        self.listener = socket.socket()
-        self.listener.bind(("127.0.0.1", 0))
-        self.listener.listen(4)
-        self.port = self.listener.getsockname()[1]
-        threading.Thread(target=self._serve, daemon=True).start()
+        super().__init__()
 
-    def _serve(self):
-        while True:
-            try:
-                connection, _ = self.listener.accept()
-            except OSError:
-                return
-            with connection:
-                connection.settimeout(10)
-                try:
-                    self._talk(connection.makefile("rwb", buffering=0))
-                except OSError:
-                    pass
+    def session(self, connection):
+        connection.settimeout(10)
+        self._talk(connection.makefile("rwb", buffering=0))
 
     def _talk(self, stream):
         stream.write(b"220 localhost ESMTP\r\n")
@@ -321,9 +307,6 @@ class SMTPLogin:
                 return
             else:
                 stream.write(b"250 OK\r\n" if verb in (b"RSET", b"NOOP") else b"502 Not here\r\n")
-
-    def close(self):
-        self.listener.close()
 
 
 _secret_numbers = itertools.count(1)
