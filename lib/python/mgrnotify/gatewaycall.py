@@ -14,7 +14,7 @@ recorded, and the gateway sends nothing more until then.
 import os
 import time
 
-from . import xmlio
+from . import children, xmlio
 from .errors import DeliveryError, InputError, MgrNotifyError
 from .gateway import ACK_FD_ENV
 
@@ -321,14 +321,7 @@ class BatchChannel:
 
     def _stop(self):
         if self.process is not None:
-            if self.process.poll() is None:
-                self.process.kill()
-            self.process.wait()
-            for pipe in (self.process.stdin, self.process.stdout):
-                try:
-                    pipe.close()
-                except OSError:
-                    pass
+            children.stop(self.process)
             os.close(self.ack)
         self.process = None
 

@@ -14,6 +14,7 @@ after which the helper is killed and replaced; helpers die with the process that
 
 import os
 
+from . import children
 from .errors import TemplateError
 
 XSL_NAMESPACE = "http://www.w3.org/1999/XSL/Transform"
@@ -41,7 +42,6 @@ EJS_FILENAME = "notification.ejs"
 
 _XML_PARSER_OPTIONS = dict(resolve_entities=False, no_network=True, load_dtd=False, huge_tree=False)
 _LEADING_JUNK = "\ufeff \t\r\n"   # a BOM or a newline before <?xml ...?> makes the declaration illegal
-PR_SET_PDEATHSIG = 1   # <linux/prctl.h>
 
 
 def is_xslt(template_text):
@@ -125,16 +125,13 @@ class Renderer:
         try:
             process = subprocess.Popen(_node_argv(node, runner), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                        stderr=subprocess.PIPE, env=_node_environment(),
-                                       preexec_fn=_dies_with_parent())
+                                       preexec_fn=children.dies_with_parent())
         except OSError as e:
             raise TemplateError("node (%s) could not be started: %s" % (node, e.strerror or e))
         try:
             stdout, stderr = process.communicate(json.dumps(job).encode("utf-8"), timeout=self.timeout)
         except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-            for pipe in (process.stdin, process.stdout, process.stderr):
-                pipe.close()
+            children.stop(process)
             raise TemplateError(self._ejs_timed_out)
         if process.returncode == 0:
             _log_printed(self.log, "BILLmanager's EJS runner (pid %d)" % process.pid, stderr[:OUTPUT_LOG_BYTES],
@@ -208,7 +205,7 @@ class _Helper:
             # stderr joins stdout: one pipe to read, in one order, and neither can fill up unread.
             self.process = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                             stderr=subprocess.STDOUT, env=env, cwd=cwd, pass_fds=(child_end,),
-                                            preexec_fn=_dies_with_parent())
+                                            preexec_fn=children.dies_with_parent())
         except OSError as e:
             os.close(answers)
             raise TemplateError("The %s renderer (%s) could not be started: %s"
@@ -231,7 +228,7 @@ class _Helper:
         if self.process is not None and self.process.poll() is not None:
             if self.log is not None:
                 self.log.warning("The %s renderer (pid %d) had stopped (%s); starting a new one",
-                                 self.name, self.process.pid, _exit_status(self.process.returncode))
+                                 self.name, self.process.pid, children.exit_status(self.process.returncode))
             self.stop()
         if self.process is None:
             self._start()
@@ -254,7 +251,7 @@ class _Helper:
             raise TemplateError("The %s renderer wrote something that is not an answer (%r) and was stopped; "
                                 "the next template gets a new one" % (self.name, detail[:200]))
         raise TemplateError("The %s renderer stopped unexpectedly (%s%s)"
-                            % (self.name, _exit_status(status), ": " + last_words if last_words else ""))
+                            % (self.name, children.exit_status(status), ": " + last_words if last_words else ""))
 
     def _exchange(self, data, request_id, deadline):
         """Write the request and wait for its answer: ("answer", dict), ("timeout", None), ("ended", None)
@@ -327,14 +324,7 @@ class _Helper:
         """Kill the helper and close its pipes."""
         if self.process is None:
             return
-        if self.process.poll() is None:
-            self.process.kill()
-            self.process.wait()
-        for pipe in (self.process.stdin, self.process.stdout):
-            try:
-                pipe.close()
-            except OSError:
-                pass
+        children.stop(self.process)
         os.close(self.answers)
         self.process, self.answers = None, None
 
@@ -370,29 +360,6 @@ def _log_printed(log, who, data, dropped):
         log.warning("%s printed: %s", who, line)
     if dropped or len(lines) > OUTPUT_LOG_LINES:
         log.warning("%s printed %d bytes in all; the rest is not logged", who, len(data) + dropped)
-
-
-def _exit_status(returncode):
-    if returncode < 0:
-        return "killed by signal %d" % -returncode
-    return "exit status %d" % returncode
-
-
-def _dies_with_parent():
-    """A preexec_fn that has the kernel kill the child when the starting thread dies (Linux); None elsewhere."""
-    import ctypes
-    import signal
-    try:
-        prctl = ctypes.CDLL(None, use_errno=True).prctl   # looked up here: the child runs as little as it can
-    except (OSError, AttributeError):
-        return None
-    parent, sigkill = os.getpid(), int(signal.SIGKILL)
-
-    def set_death_signal():
-        prctl(PR_SET_PDEATHSIG, sigkill)
-        if os.getppid() != parent:   # the parent died before prctl took effect: no signal would come
-            os._exit(1)
-    return set_death_signal
 
 
 def _xslt_command():
