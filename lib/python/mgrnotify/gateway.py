@@ -117,7 +117,10 @@ class Gateway(Module):
 
     def _send_one(self, session, message):
         try:
-            session.send(message.get("to", ""), xmlio.text(message, "subject"), xmlio.text(message, "body"))
+            files = [a.text for a in message.findall("attachments/attachment") if a.text]
+            # Only a gateway advertising the attachments feature is sent files; its session takes them.
+            session.send(message.get("to", ""), xmlio.text(message, "subject"), xmlio.text(message, "body"),
+                         **({"attachments": files} if files else {}))
             return None
         except MgrNotifyError as e:
             self.log.error("Message %s to %s: %s", message.get("id"), message.get("to"), e.message)
@@ -128,7 +131,10 @@ class Gateway(Module):
                 self.log.name, type(e).__name__, self.log.path)
 
     def open_batch(self, request):
-        """Open one session for many messages: an object with ``send(to, subject, body)`` and ``close()``."""
+        """Open one session for many messages: an object with ``send(to, subject, body)`` and ``close()``.
+
+        A gateway with the ``attachments`` feature gets ``send(..., attachments=[path, ...])`` when a message has files.
+        """
         raise NotImplementedError
 
     def outgoing(self, request):
@@ -190,8 +196,9 @@ class _Batch:
         """Handle one complete element of the request."""
         from xml.etree.ElementTree import Element
         if element.tag == "gateway":
+            import copy
             root = Element("doc")
-            root.append(element)
+            root.append(copy.deepcopy(element))   # the stream clears each element once handled
             self.request = Request(root, Settings.from_request(root, self.gateway.log.name))
             return
         if element.tag == "message" and not element.get("id"):

@@ -19,6 +19,8 @@ from .errors import DeliveryError, InputError, MgrNotifyError
 from .gateway import ACK_FD_ENV
 
 BATCH_FEATURE = "outgoing_batch"
+# [ours] The feature a gateway advertises when it carries a notice's files (<attachments> in its request).
+ATTACHMENTS_FEATURE = "attachments"
 # gateway_type values [ours, from ISPsystem's example form]: 1 outgoing, 2 ingoing.
 OUTGOING, INGOING = "1", "2"
 # How long one gateway call may take before it is stopped [ours]: the gateway's own network timeout (its
@@ -66,28 +68,63 @@ class GatewayRow:
             step, window = DEFAULT_STEP_TIMEOUT, 0
         return CALL_MARGIN + CALL_STEPS * step + window + PER_MESSAGE * messages
 
+    @property
+    def all_providers(self):
+        """True when the row names no provider: empty, NULL or 0 serves every provider [doc]."""
+        return self.project in ("", "0")
+
     def xml(self):
-        """The ``<gateway>`` element BILLmanager passes to a gateway: the row, xmlparams as text."""
+        """The ``<gateway>`` element BILLmanager passes to a gateway: every column of the row, xmlparams as text.
+
+        A column whose name cannot be an XML element name is left out (BILLmanager's own columns all can be).
+        """
         return xmlio.element("gateway", children=[xmlio.element(k, v if v is not None else "")
-                                                  for k, v in self.row.items()])
+                                                  for k, v in self.row.items() if _is_xml_name(k)])
+
+
+def _is_xml_name(name):
+    return bool(name) and (name[0].isalpha() or name[0] == "_") and all(c.isalnum() or c in "_-." for c in name)
 
 
 def load(db, notify_module):
-    """Every gateway row of ``notify_module`` (only the columns CONTRACT.md lists)."""
-    rows = db.query("SELECT id, name, gateway_module, notify_module, gateway_type, active, project, xmlparams"
-                    " FROM gateway WHERE notify_module = ? ORDER BY id", (notify_module,))
+    """Every gateway row of ``notify_module``, every column, as ISPsystem's ntjabber reads them [src]."""
+    rows = db.query("SELECT * FROM gateway WHERE notify_module = ? ORDER BY id", (notify_module,))
     return [GatewayRow(row) for row in rows]
 
 
-def outgoing_for(gateways, project_id):
-    """The active outgoing gateway of the provider ``project_id`` (the lowest id), or None.
+def outgoing_candidates(gateways, project_id):
+    """The active outgoing gateways that may carry a notice of provider ``project_id``, best first.
 
-    A notice naming no provider may go through any active outgoing gateway [ours].
+    The provider's own gateways come first; then those whose provider is left blank, which "is used for all
+    providers" [doc]; each group by id. A notice that names no provider goes through a gateway for all providers,
+    else through any active outgoing gateway [ours].
     """
-    for gateway in gateways:
-        if gateway.active and gateway.type == OUTGOING and (gateway.project == project_id or not project_id):
-            return gateway
-    return None
+    usable = sorted((g for g in gateways if g.active and g.type == OUTGOING), key=_id_order)
+    if project_id and project_id != "0":
+        own = [g for g in usable if g.project == project_id]
+        return own or [g for g in usable if g.all_providers]
+    return [g for g in usable if g.all_providers] or usable
+
+
+def _id_order(gateway):
+    return (0, int(gateway.id)) if gateway.id.isdigit() else (1, gateway.id)
+
+
+def outgoing_for(gateways, project_id, log=None):
+    """The gateway a notice of provider ``project_id`` goes through (the first candidate), or None.
+
+    When several could serve, ``log`` is told which was chosen and why.
+    """
+    candidates = outgoing_candidates(gateways, project_id)
+    if not candidates:
+        return None
+    chosen = candidates[0]
+    if len(candidates) > 1 and log is not None:
+        log.info("Provider %s: %d active outgoing gateways could serve (%s); using %s, the lowest id%s",
+                 project_id or "(none named)", len(candidates), ", ".join(g.id for g in candidates),
+                 chosen.describe(), "" if chosen.project == project_id and project_id
+                 else " among those for all providers" if chosen.all_providers else "")
+    return chosen
 
 
 def _reason(stdout, returncode, what):

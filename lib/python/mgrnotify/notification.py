@@ -17,7 +17,7 @@ DELIVERED = "mgrnotify_delivered"
 
 
 class Notice:
-    """One ``<notify>`` of a file: template, notice document, subject, user and provider."""
+    """One ``<notify>`` of a file: template, notice document, subject, user, provider and attached files."""
 
     def __init__(self, index, template, notice_xml, templatesubject, user, delivered=False):
         self.index = index
@@ -28,6 +28,9 @@ class Notice:
         notice = xmlio.parse(notice_xml, "the notice XML of notification %d" % (index + 1)) \
             if notice_xml.strip() and not delivered else None
         self.project = xmlio.fields(notice.find("project")) if notice is not None else {}
+        # The files BILLmanager attaches (invoices, acts), as paths relative to MGR5 or absolute [doc].
+        self.attachments = [a.text.strip() for a in notice.findall("attachments/attachment")
+                            if a.text and a.text.strip()] if notice is not None else []
         subject = ""
         if notice is not None:
             subject = xmlio.text(notice, "subject") or xmlio.text(notice, "noticeparams/subject")

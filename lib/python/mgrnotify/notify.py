@@ -93,6 +93,9 @@ class NotifyModule(Module):
     def getmessage(self, gate):
         """Fetch and file the incoming messages of gateway ``gate`` (an id, or ``all``)."""
         from .tickets import TicketDesk
+        if self.config.do_nothing():
+            self.log.info("etc/billmgr.DoNothing exists: no incoming messages are fetched while data is migrated")
+            return
         db = self._database()
         gateways = [g for g in gatewaycall.load(db, self.log.name)
                     if g.active and g.type == gatewaycall.INGOING and gate in ("all", g.id)]
@@ -139,6 +142,7 @@ class _Sender:
         self.gateways = gateways
         self.log = module.log
         self.gateway_modules = {}
+        self.routes = {}     # provider id -> the gateway its notices go through this run (chosen once, logged once)
         self.channels = {}   # gateway id -> BatchChannel: one gateway process, one session per run
         from .template import Renderer
         self.renderer = Renderer(module.config, module.log)   # isolated renderers, kept for the whole run
@@ -189,7 +193,9 @@ class _Sender:
             self.log.info("Task %s: the rendered text is empty; nothing to send", task["id"])
             self.queue.record(task, notice.index, total)
             return
-        gateway = gatewaycall.outgoing_for(self.gateways, notice.project_id)
+        if notice.project_id not in self.routes:
+            self.routes[notice.project_id] = gatewaycall.outgoing_for(self.gateways, notice.project_id, self.log)
+        gateway = self.routes[notice.project_id]
         if gateway is None:
             self.queue.record(task, notice.index, total, "No active outgoing gateway of %s for provider %s"
                               % (self.log.name, notice.project_id or "(none named)"))
@@ -212,14 +218,20 @@ class _Sender:
                 self.log.warning("Task %s: %s", m.task["id"], reason)
 
         try:
-            batch = gatewaycall.BATCH_FEATURE in module.features()
+            features = module.features()
         except errors.MgrNotifyError as e:
             for message_id in by_id:
                 record(message_id, e.message)
             return
-        if batch:
+        carries_files = gatewaycall.ATTACHMENTS_FEATURE in features
+        for m in messages:
+            if m.notice.attachments and not carries_files:
+                self.log.warning("Task %s: %s cannot carry attachments; sent without %s", m.task["id"],
+                                 gateway.describe(), ", ".join(m.notice.attachments))
+        if gatewaycall.BATCH_FEATURE in features:
             items = [(m.id, xmlio.element("message", attrs={"id": m.id, "to": m.contact}, children=[
-                xmlio.element("subject", m.subject), xmlio.element("body", m.text)])) for m in messages]
+                xmlio.element("subject", m.subject), xmlio.element("body", m.text)]
+                + _attachments(m, carries_files))) for m in messages]
             channel = self.channels.get(gateway.id)
             if channel is None:
                 channel = self.channels[gateway.id] = gatewaycall.BatchChannel(module, gateway)
@@ -231,4 +243,12 @@ class _Sender:
                         xmlio.element(self.module.contact_type, m.contact),
                         xmlio.element("user", children=[xmlio.element(k, v) for k, v in m.notice.user.items()]),
                         xmlio.element("project", children=[xmlio.element(k, v) for k, v in m.notice.project.items()])]
-            record(m.id, module.outgoing(gateway, children))
+            record(m.id, module.outgoing(gateway, children + _attachments(m, carries_files)))
+
+
+def _attachments(message, carried):
+    """The ``<attachments>`` element of a request, as BILLmanager's notice names them; none when not carried."""
+    if not (carried and message.notice.attachments):
+        return []
+    return [xmlio.element("attachments", children=[xmlio.element("attachment", path)
+                                                   for path in message.notice.attachments])]
