@@ -248,6 +248,10 @@ class Sandbox:
         """The calls the stand-in mgrctl received, oldest first."""
         return self.json_lines("var", "mgrctl-calls.jsonl")
 
+    def mgrctl_contexts(self):
+        """How the stand-in mgrctl was started each time, oldest first: func, SSH_CONNECTION and working folder."""
+        return self.json_lines("var", "mgrctl-context.jsonl")
+
     def set_mgrctl_answer(self, func, document, status=0):
         """Make the stand-in mgrctl answer ``func`` with ``document`` and exit ``status``."""
         folder = self.path("var", "mgrctl-answers")

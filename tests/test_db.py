@@ -1,9 +1,12 @@
-"""The db module against a real MariaDB: hostile values survive byte for byte and harm nothing."""
+"""The db module against a real MariaDB: hostile values survive byte for byte and harm nothing; the settings
+come from etc/billmgr.conf, else from BILLmanager's mgrctl paramlist, and their absence is a readable error."""
 
+import json
 import os
 
 import pytest
 
+from mgrnotify import config, errors, xmlio
 from mgrnotify import db as dblib
 from mgrnotify.errors import DatabaseError
 
@@ -208,3 +211,103 @@ def test_an_account_without_a_password_login_is_explained(sandbox):
         sandbox.mariadb.admin("DROP USER IF EXISTS 'mgrn_socket_only'@'localhost';")
     assert "(error 1698)" in caught.value.message
     assert caught.value.statement_refused is False
+
+
+# --- the settings: etc/billmgr.conf, else BILLmanager's `mgrctl -m billmgr paramlist` ---------------------------
+
+def _write_conf(sandbox, settings):
+    """etc/billmgr.conf holding ``settings`` (a dict of DB keys) and nothing else."""
+    with open(sandbox.path("etc", "billmgr.conf"), "w", encoding="utf-8") as f:
+        f.writelines("%s %s\n" % item for item in settings.items())
+
+
+def _paramlist(settings, shape):
+    """A paramlist answer giving ``settings`` in one of the shapes mgrctl.parse_paramlist reads."""
+    if shape == "bjson":   # as ISPsystem's library reads it [src]
+        return json.dumps({"elem": [{key: value} for key, value in settings.items()]})
+    if shape == "json":
+        return json.dumps({"doc": {"elem": [{key: {"$": value}} for key, value in settings.items()]}})
+    if shape == "flat":
+        return json.dumps(settings)
+    return "".join("%s=%s\n" % item for item in settings.items())
+
+
+def _process(sandbox):
+    """ntjabber's process run on the sandbox's (empty) queue: (exit status, error message or None)."""
+    done = sandbox.run("notify/ntjabber", "--command", "process")
+    error = xmlio.parse(done.stdout).find("error")
+    return done.returncode, None if error is None else xmlio.text(error, "msg")
+
+
+@pytest.mark.parametrize("in_conf, shape", [
+    (("DBSocket",), "bjson"),
+    ((), "bjson"),
+    ((), "json"),
+    (("DBSocket", "DBHost"), "flat"),
+    (("DBPassword", "DBSocket"), "lines"),
+])
+def test_settings_the_conf_files_lack_come_from_mgrctl_paramlist(sandbox, in_conf, shape):
+    conf = {key: sandbox.db_settings[key] for key in in_conf}
+    _write_conf(sandbox, conf)
+    sandbox.set_mgrctl_answer("paramlist", _paramlist(sandbox.db_settings, shape))
+    sandbox.add_user("bob", email="bob@example.com")
+    assert _process(sandbox) == (0, None)
+    assert sandbox.mgrctl_calls() == [{"options": {"-m": "billmgr"}, "func": "paramlist", "params": {"out": "bjson"}}]
+    assert sandbox.mgrctl_contexts() == [{"func": "paramlist", "SSH_CONNECTION": "ntjabber", "cwd": sandbox.root}]
+    database = dblib.Database.from_config(config.Config(sandbox.root), caller="test")
+    address = ("DBHost", "DBSocket")   # one setting: all of it from the conf files when they have any of it
+    from_conf = any(key in in_conf for key in address)
+    expected = {k: v for k, v in sandbox.db_settings.items() if k in in_conf or not (k in address and from_conf)}
+    assert database.settings == expected
+    assert database.query("SELECT name FROM user") == [{"name": "bob"}]
+
+
+def test_the_conf_files_win_over_mgrctl_where_both_have_a_value(sandbox):
+    _write_conf(sandbox, {key: sandbox.db_settings[key] for key in ("DBSocket", "DBName", "DBPassword")})
+    sandbox.set_mgrctl_answer("paramlist", _paramlist(
+        {"DBHost": "db.example", "DBUser": sandbox.db_user, "DBName": "no_such_db", "DBPassword": "wrong password"},
+        "bjson"))
+    database = dblib.Database.from_config(config.Config(sandbox.root), caller="test")
+    # DBHost too stays the conf files': they say where the server is (DBSocket)
+    assert database.settings == {k: v for k, v in sandbox.db_settings.items() if k != "DBHost"}
+    assert database.query("SELECT DATABASE() AS d") == [{"d": sandbox.db_name}]
+
+
+def test_mgrctl_is_not_asked_when_the_conf_files_name_user_and_database(sandbox):
+    assert _process(sandbox) == (0, None)
+    assert sandbox.mgrctl_calls() == []
+
+
+def test_a_refused_login_names_both_places_the_settings_came_from(sandbox):
+    _write_conf(sandbox, {"DBSocket": sandbox.mariadb.socket})
+    sandbox.set_mgrctl_answer("paramlist", _paramlist(dict(sandbox.db_settings, DBPassword="wrong password"), "bjson"))
+    status, message = _process(sandbox)
+    assert status == errors.EXIT_FAILURE
+    assert ("refused the login of user '%s'" % sandbox.db_user) in message
+    assert "check DBUser and DBPassword in etc/billmgr.conf or, where it has none, in BILLmanager's sbin/mgrctl " \
+           "-m billmgr paramlist" in message
+
+
+@pytest.mark.parametrize("answer, status, words", [
+    (None, 0, "failed (There is no {root}/sbin/mgrctl: is BILLmanager installed in {root}?)"),
+    ("", 1, "failed (mgrctl paramlist ended with exit status 1)"),
+    ('{"error": {"type": "access", "msg": "Access denied"}}', 0,
+     "failed (BILLmanager refused paramlist: Access denied)"),
+    ('{"elem": [{"DBPassword": PASSWORD}, {"DBHost": "localhost"}]}', 0, "names no DBUser and DBName either"),
+    ('{"elem": [{"DBPassword": PASSWORD}', 0, "failed (The answer of mgrctl paramlist is not valid JSON)"),
+], ids=["no mgrctl", "exit status", "error answer", "no user", "not JSON"])
+def test_settings_nowhere_is_a_readable_error_naming_both_places(sandbox, answer, status, words):
+    """``answer``: what mgrctl paramlist prints (None: there is no sbin/mgrctl), PASSWORD standing for the real one."""
+    if answer is None:
+        os.unlink(sandbox.path("sbin", "mgrctl"))
+    else:
+        sandbox.set_mgrctl_answer("paramlist", answer.replace("PASSWORD", json.dumps(sandbox.DB_PASSWORD)), status)
+    _write_conf(sandbox, {"DBHost": "localhost", "DBPassword": sandbox.DB_PASSWORD})
+    exit_status, message = _process(sandbox)
+    assert exit_status == errors.EXIT_FAILURE
+    assert message == ("No database settings: etc/billmgr.conf and etc/billmgr.conf.d/*.conf set no DBUser and "
+                       "DBName, and BILLmanager's sbin/mgrctl -m billmgr paramlist %s. Put DBHost, DBUser, DBPassword "
+                       "and DBName into etc/billmgr.conf" % words.format(root=sandbox.root))
+    assert message in sandbox.logs()["ntjabber.log"]
+    # and the password reached neither the output nor the log (the sandbox fixture's leak scan checks it too)
+    assert sandbox.DB_PASSWORD not in sandbox.logs()["ntjabber.log"] and sandbox.DB_PASSWORD not in message

@@ -10,8 +10,10 @@ import pytest
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "lib", "python"))
 
-from mgrnotify import config, errors, log, redact, runner, xmlio  # noqa: E402
+from mgrnotify import config, errors, log, mgrctl, redact, runner, xmlio  # noqa: E402
 from mgrnotify.settings import Settings  # noqa: E402
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 @pytest.mark.parametrize("argv, expected", [
@@ -146,9 +148,24 @@ def test_log_line_format_and_control_characters(tmp_path):
     lines = open(path, encoding="utf-8").read().splitlines()
     assert len(lines) == 2
     import re
-    assert re.match(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} \[\d+\] gwx \x1b\[1;32mINFO hello мир\\nforged line"
+    # ISPsystem's format: %(asctime)-15s [%(process)d] %(name)s %(color)s %(levelname)s %(message)s\033[0m
+    assert re.match(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} \[\d+\] gwx \x1b\[1;32m INFO hello мир\\nforged line"
                     r"\\x1b\[31m\x1b\[0m$", lines[0])
-    assert "hunter2" not in lines[1] and "DEBUG" in lines[1]
+    assert "hunter2" not in lines[1] and "\x1b[1;33m DEBUG " in lines[1]
+
+
+@pytest.mark.parametrize("write, name, colour", [
+    ("debug", "DEBUG", "1;33"),
+    ("extinfo", "EXTINFO", "1;36"),
+    ("info", "INFO", "1;32"),
+    ("warning", "WARNING", "1;35"),
+    ("error", "ERROR", "1;31"),
+])
+def test_log_level_names_and_colours_are_ispsystems(tmp_path, write, name, colour):
+    path = str(tmp_path / "x.log")
+    getattr(log.Log("ntx", path, 9), write)("text")
+    line = open(path, encoding="utf-8").read()
+    assert line.endswith(" [%d] ntx \x1b[%sm %s text\x1b[0m\n" % (os.getpid(), colour, name)), line
 
 
 def test_log_level_filters(tmp_path):
@@ -166,15 +183,144 @@ def test_config_files(tmp_path):
     (etc / "billmgr.conf.d" / "20-b.conf").write_text("DBUser second\n")
     (etc / "billmgr.conf.d" / "10-a.conf").write_text("DBUser first\nDBName billmgr\n")
     (etc / "billmgr.conf.d" / "ignored.txt").write_text("DBName nope\n")
-    (etc / "debug.conf").write_text("gwa 9\ngwb.* 3\nother 1\n")
     conf = config.Config(str(tmp_path))
     assert conf.get("DBUser") == "second"
     assert conf.get("DBName") == "billmgr"
     assert conf.get("DBPassword") == "a b#c"
-    assert (conf.log_level("gwa"), conf.log_level("gwb"), conf.log_level("gwc")) == (9, 3, config.DEFAULT_LOG_LEVEL)
     assert not conf.do_nothing()
     (etc / "billmgr.DoNothing").write_text("")
     assert conf.do_nothing()
+
+
+# debug.conf as ISPsystem's Python library reads it: the last line naming the module wins; 9/6/5/4/3/2 as they
+# are, any other number extended info (6). Ours: a line names the module by its first word (name, name.*,
+# name.channel), not by a substring; 1, 7 and 8 keep their documented meaning.
+@pytest.mark.parametrize("debug_conf, level", [
+    (None, 6),
+    ("", 6),
+    ("ntjabber 9\n", 9),
+    ("ntjabber.* 3\n", 3),
+    ("ntjabber.queue 4\n", 4),
+    ("ntjabber\t5\n", 5),
+    ("  ntjabber   2  \n", 2),
+    ("ntjabber 9\nntjabber.* 3\n", 3),                  # the last matching line wins
+    ("ntjabber.* 3\nntjabber 9\n", 9),
+    ("ntjabber 9\nother 3\n", 9),                       # lines of other modules change nothing
+    ("ntjabber 3\n# ntjabber 9\n", 3),                  # comments are skipped
+    ("ntjabber 3\n   # ntjabber 9\n", 3),
+    ("ntjabber 3\nntjabber debug\n", 3),                # a level that is no number is skipped
+    ("ntjabber 3\nntjabber\n", 3),
+    ("ntjabber 0\n", 6), ("ntjabber 10\n", 6), ("ntjabber -1\n", 6), ("ntjabber 99\n", 6),   # off the scale
+    ("ntjabber 9\nntjabber 0\n", 6),
+    ("ntjabber 1\n", 1), ("ntjabber 7\n", 7), ("ntjabber 8\n", 8),   # the documented scale, kept
+    ("gwjabber 9\nntjabber2 9\nxntjabber 9\nntjabber_old 9\n", 6),   # other names containing ours
+    ("* 9\n", 6),
+    ("NTJABBER 9\n", 6),
+    ("ntjabber.* 9 extra words\n", 9),
+])
+def test_log_level_from_debug_conf(tmp_path, debug_conf, level):
+    (tmp_path / "etc").mkdir()
+    if debug_conf is not None:
+        (tmp_path / "etc" / "debug.conf").write_text(debug_conf)
+    assert config.Config(str(tmp_path)).log_level("ntjabber") == level
+
+
+@pytest.mark.parametrize("level, written", [
+    (1, []),
+    (2, []),
+    (3, ["ERROR"]),
+    (4, ["ERROR", "WARNING"]),
+    (5, ["ERROR", "WARNING", "INFO"]),
+    (6, ["ERROR", "WARNING", "INFO", "EXTINFO"]),
+    (7, ["ERROR", "WARNING", "INFO", "EXTINFO"]),
+    (8, ["ERROR", "WARNING", "INFO", "EXTINFO"]),
+    (9, ["ERROR", "WARNING", "INFO", "EXTINFO", "DEBUG"]),
+])
+def test_debug_conf_level_decides_the_lines_written(tmp_path, level, written):
+    (tmp_path / "etc").mkdir()
+    (tmp_path / "etc" / "debug.conf").write_text("ntx %d\n" % level)
+    logger = log.open_log(config.Config(str(tmp_path)), "ntx")
+    for write in ("error", "warning", "info", "extinfo", "debug"):
+        getattr(logger, write)("a line")
+    path = tmp_path / "var" / "ntx.log"
+    lines = path.read_text(encoding="utf-8").splitlines() if path.exists() else []
+    assert [line.split()[5] for line in lines] == written
+
+
+# mgrctl paramlist's answer: ISPsystem's library reads out=bjson as {"elem": [{"DBName": ...}, ...]} [src]; the rest of
+# the shapes are guesses, taken so that a BILLmanager answering otherwise still gives its settings.
+@pytest.mark.parametrize("answer, expected", [
+    ('{"elem": [{"DBHost": "localhost"}, {"DBName": "billmgr"}, {"DBPassword": "p w=\\"x"}]}',
+     {"DBHost": "localhost", "DBName": "billmgr", "DBPassword": 'p w="x'}),
+    ('{"elem": [{"DBHost": "h", "DBUser": "u"}, {"DBPort": 3306}]}', {"DBHost": "h", "DBUser": "u", "DBPort": "3306"}),
+    ('{"doc": {"elem": [{"DBName": {"$": "billmgr"}}, {"DBUser": {"$": "root"}}]}}',
+     {"DBName": "billmgr", "DBUser": "root"}),
+    ('{"doc": {"elem": {"DBName": {"$": "billmgr"}}}}', {"DBName": "billmgr"}),
+    ('{"DBName": "billmgr", "DBUser": "root"}', {"DBName": "billmgr", "DBUser": "root"}),
+    ('{"doc": {"$lang": "en", "DBName": {"$": "billmgr"}, "tparams": {"out": {"$": "json"}}}}', {"DBName": "billmgr"}),
+    ('{"elem": [{"DBName": null}, {"DBUser": true}, {"DBHost": ["x"]}, "text", 5]}', {}),
+    ("DBHost=localhost\nDBName=billmgr\nDBPassword= a=b \nnot a line\n=x\n",
+     {"DBHost": "localhost", "DBName": "billmgr", "DBPassword": "a=b"}),
+    ("", {}),
+    ('{"elem": []}', {}),
+    ('<?xml version="1.0" encoding="UTF-8"?>\n<doc><ok/></doc>\n', {}),
+])
+def test_paramlist_answer_shapes(answer, expected):
+    assert mgrctl.parse_paramlist(answer.encode("utf-8")) == expected
+
+
+@pytest.mark.parametrize("answer, words", [
+    ('{"error": {"type": "access", "msg": "Access denied"}}', "BILLmanager refused paramlist: Access denied"),
+    ('{"doc": {"error": {"$type": "access", "$object": "paramlist"}}}', "BILLmanager refused paramlist: access"),
+    ('{"elem": [{"DBPassword": "s3cret-pw"}', "not valid JSON"),
+])
+def test_paramlist_refusals_are_readable_and_hold_no_value(answer, words):
+    with pytest.raises(errors.MgrctlError) as caught:
+        mgrctl.parse_paramlist(answer.encode("utf-8"))
+    assert words in caught.value.message and "s3cret" not in caught.value.message
+
+
+def _billmanager_root(tmp_path):
+    """A folder with var/ and the stand-in sbin/mgrctl, as a Config."""
+    for folder in ("sbin", "var"):
+        (tmp_path / folder).mkdir()
+    import shutil
+    shutil.copy(os.path.join(REPO, "tests", "stand-ins", "mgrctl"), str(tmp_path / "sbin" / "mgrctl"))
+    return config.Config(str(tmp_path))
+
+
+def _stand_in_lines(tmp_path, name):
+    with open(str(tmp_path / "var" / name), encoding="utf-8") as f:
+        return [json.loads(line) for line in f]
+
+
+def test_mgrctl_runs_from_mgr5_naming_the_module_in_ssh_connection(tmp_path, monkeypatch):
+    """As ISPsystem's library runs it: the working folder is the MGR5 root, SSH_CONNECTION the module's name."""
+    conf = _billmanager_root(tmp_path)
+    monkeypatch.chdir("/")
+    monkeypatch.setenv("SSH_CONNECTION", "10.0.0.1 5555 10.0.0.2 22")
+    monkeypatch.setattr(sys, "argv", ["/usr/local/mgr5/notify/ntjabber", "--command", "getmessage"])
+    answer = mgrctl.call(conf, "clientticket.edit", caller="gwjabber", elid="5", message="hi")
+    assert answer.find("ok") is not None
+    mgrctl.call(conf, "probe")                 # without a caller: the running script's name
+    assert mgrctl.paramlist(conf) == {}        # the stand-in's default answer names nothing
+    assert _stand_in_lines(tmp_path, "mgrctl-calls.jsonl") == [
+        {"options": {"-m": "billmgr", "-o": "xml"}, "func": "clientticket.edit",
+         "params": {"elid": "5", "message": "hi"}},
+        {"options": {"-m": "billmgr", "-o": "xml"}, "func": "probe", "params": {}},
+        {"options": {"-m": "billmgr"}, "func": "paramlist", "params": {"out": "bjson"}}]
+    assert _stand_in_lines(tmp_path, "mgrctl-context.jsonl") == [
+        {"func": "clientticket.edit", "SSH_CONNECTION": "gwjabber", "cwd": str(tmp_path)},
+        {"func": "probe", "SSH_CONNECTION": "ntjabber", "cwd": str(tmp_path)},
+        {"func": "paramlist", "SSH_CONNECTION": "ntjabber", "cwd": str(tmp_path)}]
+    assert os.environ["SSH_CONNECTION"] == "10.0.0.1 5555 10.0.0.2 22", "our own environment is left alone"
+
+
+def test_mgrctl_that_cannot_run_is_a_readable_error(tmp_path):
+    conf = config.Config(str(tmp_path))
+    with pytest.raises(errors.MgrctlError) as caught:
+        mgrctl.paramlist(conf)
+    assert caught.value.message == "There is no %s/sbin/mgrctl: is BILLmanager installed in %s?" % (tmp_path, tmp_path)
 
 
 def test_root_from_script_and_environment(monkeypatch):

@@ -49,7 +49,12 @@ MODULES = {
 MGR5_FOLDERS = ("gate", "notify", "etc", "skins", "lib")
 LIBRARY_FOLDER = "lib/python/mgrnotify"
 MGRCTL_STAND_IN = os.path.join(REPO, "tests", "stand-ins", "mgrctl")
-RELOAD = {"options": {"-m": "billmgr"}, "func": "exit", "params": {}}
+RELOAD = {"options": {"-m": "billmgr", "-R": ""}, "func": "", "params": {}}   # as ISPsystem's packages restart it
+# The EJS engine the library ships for node (ejs_render.js loads it), and the package whose templates need node.
+EJS_FILES = tuple(LIBRARY_FOLDER + "/" + name for name in (
+    "ejs_render.js", "node_modules/ejs/LICENSE", "node_modules/ejs/package.json", "node_modules/ejs/lib/ejs.js",
+    "node_modules/ejs/lib/utils.js"))
+NEEDS_NODE = "billmanager-plugin-ntjabber"
 BUILD_TOOLS = ("rpmbuild", "dpkg-buildpackage", "dh", "git")
 HOST_LOCK = os.path.join(tempfile.gettempdir(), "billmanager-plugin-packages-test.lock")
 LOCK_WAIT = 600   # seconds to wait for another run of these tests to finish with this machine's packages
@@ -224,6 +229,18 @@ def test_library_depends_on_python3_lxml_defusedxml(packages):
     assert wanted <= {r.strip() for r in rpm_query(packages.rpm[LIBRARY], "-R").splitlines()}
 
 
+def test_the_library_ships_the_ejs_engine(packages):
+    for listing in (deb_listing(packages.deb[LIBRARY]), rpm_listing(packages.rpm[LIBRARY])):
+        assert [path for path in EJS_FILES if listing.get(path, ("",))[0] != "-rw-r--r--"] == []
+
+
+@pytest.mark.parametrize("package", PACKAGES)
+def test_only_the_package_with_ejs_templates_needs_node(packages, package):
+    depends = {d.strip() for d in deb_field(packages.deb[package], "Depends").split(",")}
+    requires = {r.strip() for r in rpm_query(packages.rpm[package], "-R").splitlines()}
+    assert ("nodejs" in depends, "nodejs" in requires) == ((True, True) if package == NEEDS_NODE else (False, False))
+
+
 def test_version_is_read_from_mgrnotify_init_at_build_time(tmp_path):
     """Change __version__ in a copy: both builds follow it, with nothing else edited."""
     need(*BUILD_TOOLS)
@@ -261,13 +278,16 @@ def test_lintian_reports_nothing_beyond_the_overrides(packages):
 
 
 def test_lintian_overrides_only_concern_usr_local():
+    """Each package's overrides concern its files in /usr/local/mgr5 only, and each says why in a comment."""
     folder = os.path.join(REPO, "debian")
     overrides = [os.path.join(folder, n) for n in os.listdir(folder) if n.endswith(".lintian-overrides")]
     assert {"%s.lintian-overrides" % p for p in PACKAGES} <= set(map(os.path.basename, overrides))
     for path in overrides:
         with open(path, encoding="utf-8") as f:
-            lines = [line.strip() for line in f if line.strip() and not line.startswith("#")]
-        assert lines and all(line.endswith(" [usr/local/mgr5/*]") for line in lines), (path, lines)
+            text = f.read()
+        lines = [line.strip() for line in text.splitlines() if line.strip() and not line.startswith("#")]
+        assert text.startswith("# ") and lines, (path, text)
+        assert all(line.endswith("]") and " [usr/local/mgr5/" in line for line in lines), (path, lines)
 
 
 def test_every_repository_file_is_in_exactly_one_package(packages):
@@ -463,6 +483,33 @@ def test_deb_maintainer_scripts_beside_billmanager(packages, tmp_path):
     assert mgrctl_calls(root) == [RELOAD] * (2 * len(PLUGINS)), "purge after remove reloads nothing more"
 
 
+def test_a_failing_reload_never_fails_a_package_script(packages, tmp_path):
+    """BILLmanager's restart failing (mgrctl exits 3) leaves every install and removal script of both formats
+    succeeding: a package transaction is never stopped by it."""
+    need("dpkg-deb", "rpm", "unshare", root=True)
+    root = str(tmp_path / "root")
+    add_billmanager(root)
+    mgrctl = os.path.join(mgr5_in(root), "sbin", "mgrctl")
+    with open(mgrctl, "w") as f:
+        f.write("#!/bin/sh\necho \"$*\" >> \"$(dirname \"$0\")/../var/failed-reloads\"\n"
+                "echo 'mgrctl: cannot connect to BILLmanager' >&2\nexit 3\n")
+    ran = []
+    for package in PLUGINS:
+        control = str(tmp_path / "control" / package)
+        os.makedirs(control)
+        subprocess.run(["dpkg-deb", "-e", packages.deb[package], control], check=True)
+        for script, argument in (("postinst", "configure"), ("postrm", "remove")):
+            done = in_namespace(root, [os.path.join(control, script), argument])
+            ran.append((package, script, done.returncode))
+        for tag, argument in (("POSTTRANS", "0"), ("POSTUN", "0")):
+            body = rpm_query(packages.rpm[package], "--qf", "%%{%s}" % tag)
+            done = in_namespace(root, ["sh", "-c", body, package, argument])
+            ran.append((package, tag, done.returncode))
+    assert [r for r in ran if r[2] != 0] == []
+    with open(os.path.join(mgr5_in(root), "var", "failed-reloads")) as f:
+        assert f.read().splitlines() == ["-m billmgr -R"] * len(ran), "each script tried the restart"
+
+
 # --- as root, on this machine: apt-get install, run, dpkg -V, dpkg -P -----------------------------------------
 
 @contextlib.contextmanager
@@ -567,6 +614,15 @@ def test_installed_gwepochta_delivers_to_the_epochta_stand_in(apt_installed):
     [sms] = server.documents()
     assert sms.findtext("message/text") == "Your invoice is ready"
     assert sms.findtext("numbers/number") == "380972920000"
+
+
+def test_installed_ejs_engine_renders_with_the_systems_node(apt_installed):
+    """node, which the ntjabber package pulled in, loads the library's own copy of ejs by its path."""
+    script = ("var ejs = require(process.argv[1]); "
+              "process.stdout.write(ejs.render('<%= who %>: <%- n * 2 %>', {who: '<Bob>', n: 21}))")
+    done = run(["node", "-e", script, os.path.join(MGR5, LIBRARY_FOLDER, "node_modules", "ejs")],
+               cwd=MGR5, env=module_env(), timeout=60)
+    assert (done.returncode, done.stdout) == (0, "&lt;Bob&gt;: 42"), done.stderr
 
 
 def test_postinst_compiled_the_library_for_usr_bin_python3(apt_installed):

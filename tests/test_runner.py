@@ -182,7 +182,8 @@ def test_log_lines_have_billmanagers_shape(sandbox):
     lines = sandbox.logs()["ntprobe.log"].splitlines()
     assert lines
     for line in lines:
-        assert re.match(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} \[\d+\] ntprobe \x1b\[1;3\dm[A-Z]+ .*\x1b\[0m$", line)
+        assert re.match(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} \[\d+\] ntprobe \x1b\[1;3\dm (DEBUG|EXTINFO|INFO|WARNING|ERROR|CRITICAL) .*\x1b\[0m$",
+                        line)
     assert any("INFO queued: 0" in line for line in lines)
 
 

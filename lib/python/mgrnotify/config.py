@@ -10,8 +10,12 @@ import sys
 
 ROOT_ENV = "MGR5_ROOT"
 
-# debug.conf levels [doc]: 1 notices .. 4 warnings, 5 requests, 6 extended info, 9 debug.
+# debug.conf levels [doc]: 1 notices, 2 critical, 3 errors, 4 warnings, 5 requests, 6 extended info,
+# 7 remote service notifications, 8 code tracing, 9 debug.
 DEFAULT_LOG_LEVEL = 6
+# The levels taken as they are; any other number means DEFAULT_LOG_LEVEL, as in ISPsystem's library [src].
+# [ours] 1, 7 and 8 are kept too, on the documented scale, where ISPsystem's library makes them 6.
+LOG_LEVELS = range(1, 10)
 
 
 def mgr5_root(script=None):
@@ -71,11 +75,32 @@ class Config:
         return self.billmgr_conf.get(key, default)
 
     def log_level(self, module):
-        """The level debug.conf sets for ``module`` (``module N`` or ``module.* N``), else the default."""
+        """The level ``etc/debug.conf`` sets for ``module``; DEFAULT_LOG_LEVEL when no line names it.
+
+        As ISPsystem's Python library reads it [src]: comments skipped, the last line naming the module
+        wins, a level that is not a number leaves the line out, a number off the scale (0, 10) means 6.
+        [ours] A line names the module by its first word, ``name`` or ``name.<anything>`` (``ntjabber 9``,
+        ``ntjabber.* 9``), where ISPsystem's library takes any line containing the name (``gwjabber2 9``
+        would set gwjabber's level); and 1, 7 and 8 are kept (LOG_LEVELS). The log writes the lines at
+        or below its level and has none at 1, 7 or 8: at 1 it writes nothing, at 7 or 8 what it does at 6.
+        """
         level = DEFAULT_LOG_LEVEL
-        for key, value in read_key_values(self.path("etc", "debug.conf")).items():
-            if key in (module, module + ".*") and value.isdigit():
-                level = int(value)
+        try:
+            with open(self.path("etc", "debug.conf"), encoding="utf-8", errors="replace") as f:
+                lines = f.read().splitlines()
+        except OSError:
+            return level
+        for line in lines:
+            words = line.split()
+            if len(words) < 2 or words[0].startswith("#"):
+                continue
+            if words[0] != module and not words[0].startswith(module + "."):
+                continue
+            try:
+                number = int(words[1])
+            except ValueError:
+                continue
+            level = number if number in LOG_LEVELS else DEFAULT_LOG_LEVEL
         return level
 
     def do_nothing(self):

@@ -2,9 +2,10 @@
 
 No driver is needed on the server: the client BILLmanager itself depends on is always there. The
 connection settings (``DBHost``, ``DBUser``, ``DBPassword``, ``DBName``, ``DBSocket``, ``DBPort`` of
-billmgr.conf) go into a temporary defaults file only the owner can read -- never onto the command
-line, where ``ps`` would show them, and never onto the disk. Statements go to the client on stdin; values are bound here
-(``?`` placeholders) as hexadecimal literals, so no value can change a statement's meaning.
+billmgr.conf, else of BILLmanager's ``mgrctl -m billmgr paramlist``) go into a defaults file only the
+client reads -- never onto the command line, where ``ps`` would show them, and never onto the disk.
+Statements go to the client on stdin; values are bound here (``?`` placeholders) as hexadecimal
+literals, so no value can change a statement's meaning.
 Results are read in the client's ``--xml`` form, where tabs, newlines, NULL and any text survive
 (one exception: the client writes a NUL byte inside a value as a space). A float NaN or infinity is
 refused with ValueError: SQL has no literal for it, and storing NULL instead would hide the defect
@@ -16,8 +17,19 @@ answer ``--command features`` without paying for them.
 
 import os
 
-from .errors import DatabaseError
+from . import redact
+from .errors import DatabaseError, MgrctlError
 
+SETTINGS = ("DBHost", "DBUser", "DBPassword", "DBName", "DBSocket", "DBPort")
+# [ours] The conf files alone are enough when they name the user and the database: the other keys have
+# defaults (localhost, no password). Else mgrctl paramlist is asked, as ISPsystem's own library always does [src].
+REQUIRED = ("DBUser", "DBName")
+# Where the server is, one setting in three keys: taken from the conf files when they have any of them, lest a
+# DBSocket of the conf and a DBHost of mgrctl send the client to a server neither names.
+ADDRESS = ("DBHost", "DBPort", "DBSocket")
+CONF_FILES = "etc/billmgr.conf and etc/billmgr.conf.d/*.conf"
+FROM_CONF = "etc/billmgr.conf"   # where the settings came from, as the refusals below name it
+FROM_MGRCTL = "etc/billmgr.conf or, where it has none, in BILLmanager's sbin/mgrctl -m billmgr paramlist"
 DEFAULT_TIMEOUT = 60           # seconds for one client call, connecting included
 CONNECT_TIMEOUT = 10
 CLIENTS = ("mariadb", "mysql")
@@ -26,14 +38,14 @@ CLIENT_DIRS = ("/usr/bin", "/usr/local/bin", "/usr/local/mysql/bin")   # BILLman
 _UNREACHABLE = {"2002", "2003", "2005", "2006", "2013"}
 # Refusals before any statement ran, by the server's error code: what to check. {where} is describe().
 _CONNECTION_REFUSALS = {
-    "1045": "The database refused the login of {where}: check DBUser and DBPassword in etc/billmgr.conf",
+    "1045": "The database refused the login of {where}: check DBUser and DBPassword in {source}",
     "1698": "The database refused the login of {where} (error 1698): that account logs in by another method than "
             "a password, such as unix_socket, which admits only the system user of the same name; give the "
             "account a password and put it in DBPassword in etc/billmgr.conf",
     "1130": "The database server does not accept {where} from this host (error 1130): grant the user access "
             "from this host, or set DBHost in etc/billmgr.conf to a host the user may connect from (localhost)",
     "1044": "The database server has no database for {where}, or the user may not use it: check DBName in "
-            "etc/billmgr.conf and the user's grants",
+            "{source} and the user's grants",
     "2026": "The TLS connection to the database server for {where} failed (error 2026: {text}): check the server's "
             "certificate and TLS settings, or set DBSocket in etc/billmgr.conf to connect through the local socket",
 }
@@ -143,18 +155,46 @@ def find_client():
 class Database:
     """A connection to BILLmanager's database, one client process per call."""
 
-    def __init__(self, settings, timeout=DEFAULT_TIMEOUT):
-        """``settings``: billmgr.conf's DB keys (DBHost, DBUser, DBPassword, DBName, DBSocket, DBPort)."""
+    def __init__(self, settings, timeout=DEFAULT_TIMEOUT, source=FROM_CONF):
+        """``settings``: billmgr.conf's DB keys (DBHost, DBUser, DBPassword, DBName, DBSocket, DBPort);
+        ``source``: where they came from, for messages."""
         self.settings = settings
+        self.source = source
         self.timeout = timeout
         self.calls = 0
         self._client = None
 
     @classmethod
-    def from_config(cls, config):
-        """The database billmgr.conf names."""
-        keys = ("DBHost", "DBUser", "DBPassword", "DBName", "DBSocket", "DBPort")
-        return cls({key: config.get(key) for key in keys if config.get(key) is not None})
+    def from_config(cls, config, caller=None):
+        """The database BILLmanager uses: the DB keys of etc/billmgr.conf (and billmgr.conf.d) when they name
+        the user and the database; else BILLmanager's own ``mgrctl -m billmgr paramlist`` too, asked once on
+        behalf of module ``caller``, the conf files winning where both have a value (and for the server's
+        address, ADDRESS, where they have any part of it). DatabaseError naming both places when neither
+        names the user and the database."""
+        settings = {key: config.get(key) for key in SETTINGS if config.get(key)}
+        source = FROM_CONF
+        missing = [key for key in REQUIRED if key not in settings]
+        if missing:
+            from . import mgrctl
+            failure = None
+            try:
+                answer = mgrctl.paramlist(config, caller)
+            except MgrctlError as e:
+                answer, failure = {}, e.message
+            taken = [key for key in SETTINGS if answer.get(key) and key not in settings
+                     and not (key in ADDRESS and any(k in settings for k in ADDRESS))]
+            settings.update((key, answer[key]) for key in taken)
+            source = FROM_MGRCTL
+            missing = [key for key in REQUIRED if key not in settings]
+            if missing:
+                names = " and ".join(missing)
+                asked = "failed (%s)" % failure if failure else "names no %s either" % names
+                raise DatabaseError("No database settings: %s set no %s, and BILLmanager's sbin/mgrctl -m billmgr "
+                                    "paramlist %s. Put DBHost, DBUser, DBPassword and DBName into etc/billmgr.conf"
+                                    % (CONF_FILES, names, asked))
+        if settings.get("DBPassword"):
+            redact.remember(settings["DBPassword"])   # the log masks it wherever it might turn up
+        return cls(settings, source=source)
 
     def describe(self):
         """Where the database is, for messages: ``user 'u' at host (database 'd')``."""
@@ -206,7 +246,8 @@ class Database:
         match = _patterns()["error"].search(stderr)
         code, text = (match.group(1), match.group(2)) if match else ("", stderr or "no message")
         if code in _CONNECTION_REFUSALS:
-            return DatabaseError(_CONNECTION_REFUSALS[code].format(where=self.describe(), text=text), value=text)
+            message = _CONNECTION_REFUSALS[code].format(where=self.describe(), text=text, source=self.source)
+            return DatabaseError(message, value=text)
         if code in _UNREACHABLE:
             return DatabaseError("Cannot reach the database server for %s: %s" % (self.describe(), text),
                                  error_type="connect", value=text)

@@ -1,9 +1,12 @@
 """The module log, ``var/<module>.log``, in the style of ISPsystem's own modules.
 
-One line per event: ``2026-11-26 10:00:00,123 [PID] gwepochta <colour>INFO text<reset>``. The level
-comes from ``etc/debug.conf``; every line passes through ``redact.redact`` first and its control
-characters are escaped, so neither a secret nor a forged line can reach the file. Deliberately not
-the ``logging`` package: importing it costs more start-up time than ``--command features`` may spend.
+One line per event, as ISPsystem's Python library writes it [src]:
+``2026-11-26 10:00:00,123 [PID] gwepochta <colour> INFO text<reset>`` -- its format
+``%(asctime)-15s [%(process)d] %(name)s %(color)s %(levelname)s %(message)s<reset>``, with its level
+names (Python's, plus EXTINFO) and colours. The level comes from ``etc/debug.conf``; every line
+passes through ``redact.redact`` first and its control characters are escaped, so neither a secret
+nor a forged line can reach the file. Deliberately not the ``logging`` package: importing it costs
+more start-up time than ``--command features`` may spend.
 """
 
 import os
@@ -14,6 +17,7 @@ from . import redact
 
 CRITICAL, ERROR, WARNING, INFO, EXTINFO, DEBUG = 2, 3, 4, 5, 6, 9
 
+# debug.conf level -> (level name, colour), both as ISPsystem's Python library writes them [src].
 _STYLE = {
     CRITICAL: ("CRITICAL", "\033[1;31m"),
     ERROR: ("ERROR", "\033[1;31m"),
@@ -53,7 +57,7 @@ class Log:
         now = time.time()
         stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(now))
         label, colour = _STYLE.get(level, _STYLE[DEBUG])
-        line = "%s,%03d [%d] %s %s%s %s%s\n" % (
+        line = "%s,%03d [%d] %s %s %s %s%s\n" % (
             stamp, int(now * 1000) % 1000, os.getpid(), self.name, colour, label, text, _RESET)
         try:
             directory = os.path.dirname(self.path)

@@ -63,8 +63,8 @@ class TicketDesk:
         for user in users:
             if self.db.query("SELECT id FROM ticket WHERE id = ? AND account_client = ?", (ticket, user["account"])):
                 try:
-                    mgrctl.call(self.config, "clientticket.edit", elid=ticket, su=user["name"], message=message,
-                                sok="ok")
+                    mgrctl.call(self.config, "clientticket.edit", caller=self.log.name, elid=ticket, su=user["name"],
+                                message=message, sok="ok")
                 except MgrctlError as e:
                     # The message has been taken from the server: keep it in the log for staff.
                     self.log.error("Message from %s to ticket %s not added (%s); its text: %s",
