@@ -10,6 +10,13 @@ a queue run: ``xslt_render`` (Python with lxml) and ``ejs_render.js`` (node). It
 with an id on the helper's stdin and reads the answer from a pipe of its own, so nothing a template
 prints can pass for an answer; what the helpers print goes to the log. Each render has a deadline,
 after which the helper is killed and replaced; helpers die with the process that started them.
+
+EJS templates are JavaScript, so they are kept from BILLmanager's files by the operating system: when the
+module runs as root (as BILLmanager runs it), node starts in a network namespace of its own with no way to
+gain privileges through exec, loads our runner and the ejs copy shipped beside it, and then becomes the
+unprivileged ``EJS_USER`` for good before it reads a template. node drops root itself rather than being
+started as that user because the library may sit below folders only root can enter. ``include()`` and the
+easy ways to require() are refused inside node too, but that is no boundary: import() is always there.
 """
 
 import os
@@ -31,14 +38,19 @@ LIBRARY_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))   # li
 
 NODE_NAMES = ("node", "nodejs")   # Debian and Ubuntu before 2018 named the binary nodejs
 NODE_DIRS = ("/usr/bin", "/usr/local/bin")   # looked at when node is not on PATH (cron's PATH is short)
-NODE_MODULE_DIRS = ("/usr/share/nodejs", "/usr/lib/node_modules", "/usr/local/lib/node_modules")
+NODE_ENV = "MGRNOTIFY_NODE"   # names the node binary to use (one outside PATH, say); then no other is looked for
 NODE_HEAP_MB = 512   # [ours] node's --max-old-space-size: a runaway template fails instead of swapping
+NODE_ENV_KEPT = ("TZ", "LANG", "LANGUAGE")   # with LC_*, all of the run's environment node gets: dates and locale
 EJS_RUNNER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "ejs_render.js")
-# Statuses in ejs_render.js's answers; BILLmanager's template_ejs.js is taken to exit with the same [ours].
+# ejs 3.1.10, shipped with the library (the runner loads it by path, never a global one): it runs on node 10.
+EJS_PACKAGE = os.path.join(os.path.dirname(EJS_RUNNER), "node_modules", "ejs")
+EJS_USER = "nobody"   # [ours] the account EJS templates run as when the module runs as root: every EL and Debian has it
+EJS_USER_ENV = "MGRNOTIFY_EJS_USER"   # tells ejs_render.js the "uid:gid" to become once it has loaded
+TOOL_DIRS = ("/usr/bin", "/bin", "/usr/sbin", "/sbin")   # unshare and setpriv (util-linux) when not on PATH
+# Statuses in ejs_render.js's answers.
 EJS_STATUS_TEMPLATE_FAILED = 1
 EJS_STATUS_NO_EJS = 3
-# The name ejs gives the template, in its messages and to resolve include() relative to the MGR5 root.
-EJS_FILENAME = "notification.ejs"
+EJS_STATUS_NOT_ISOLATED = 4
 
 _XML_PARSER_OPTIONS = dict(resolve_entities=False, no_network=True, load_dtd=False, huge_tree=False)
 _LEADING_JUNK = "\ufeff \t\r\n"   # a BOM or a newline before <?xml ...?> makes the declaration illegal
@@ -78,13 +90,14 @@ class Renderer:
     def __init__(self, config, log=None):
         self.config = config
         self.log = log
+        self._warned_unisolated = False
         self.timeout, timeout_text = _render_timeout(log)
         self._xslt = _Helper("XSLT", _xslt_command, log, self.timeout,
                              "The XSLT template ran past %s s and was stopped; look for endless recursion or loops"
                              % timeout_text)
         self._ejs_timed_out = ("The EJS template ran past %s s and was stopped; look for an endless loop"
                                % timeout_text)
-        self._ejs = _Helper("EJS", _node_command, log, self.timeout, self._ejs_timed_out)
+        self._ejs = _Helper("EJS", self._ejs_command, log, self.timeout, self._ejs_timed_out)
 
     def render(self, template_text, notice_xml_text):
         """The template rendered against the notice XML, as text; ``TemplateError`` saying why it cannot be.
@@ -99,51 +112,32 @@ class Renderer:
                 return answer["text"]
             raise TemplateError(answer.get("error") or "The XSLT renderer gave no reason for the failure",
                                 value=answer.get("value"))
-        job = {"template": template_text, "data": to_json(parse_notice(notice_xml_text)),
-               "filename": self.config.path(EJS_FILENAME)}
-        billmanager_runner = self.config.path("etc", "scripts", "template_ejs.js")
-        if os.path.isfile(billmanager_runner):
-            return self._render_ejs_once(billmanager_runner, job)
-        answer = self._ejs.ask(job)
+        answer = self._ejs.ask({"template": template_text, "data": to_json(parse_notice(notice_xml_text))})
         if "text" in answer:
             return answer["text"]
         error = answer.get("error") or ""
         if answer.get("status") == EJS_STATUS_NO_EJS:
             raise _no_ejs(error)
+        if answer.get("status") == EJS_STATUS_NOT_ISOLATED:
+            raise TemplateError(error, value=error)
         if answer.get("status") == EJS_STATUS_TEMPLATE_FAILED:
             raise TemplateError(_ejs_failure(error), value=error)
         raise TemplateError("The EJS renderer refused the request: %s" % (error or "no message"), value=error)
 
-    def _render_ejs_once(self, runner, job):
-        """The template rendered by BILLmanager's own runner, one node process for it.
-
-        [ours] guess: BILLmanager's script is assumed to take our JSON on stdin and write the text to stdout.
-        """
-        import json
-        import subprocess
-        node = _require_node()
-        try:
-            process = subprocess.Popen(_node_argv(node, runner), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                       stderr=subprocess.PIPE, env=_node_environment(),
-                                       preexec_fn=children.dies_with_parent())
-        except OSError as e:
-            raise TemplateError("node (%s) could not be started: %s" % (node, e.strerror or e))
-        try:
-            stdout, stderr = process.communicate(json.dumps(job).encode("utf-8"), timeout=self.timeout)
-        except subprocess.TimeoutExpired:
-            children.stop(process)
-            raise TemplateError(self._ejs_timed_out)
-        if process.returncode == 0:
-            _log_printed(self.log, "BILLmanager's EJS runner (pid %d)" % process.pid, stderr[:OUTPUT_LOG_BYTES],
-                         max(0, len(stderr) - OUTPUT_LOG_BYTES))
-            return stdout.decode("utf-8", "replace")
-        stderr = stderr.decode("utf-8", "replace").strip()
-        if process.returncode == EJS_STATUS_NO_EJS:
-            raise _no_ejs(stderr)
-        if process.returncode == EJS_STATUS_TEMPLATE_FAILED:
-            raise TemplateError(_ejs_failure(stderr), value=stderr)
-        raise TemplateError("The EJS renderer %s ended with status %d: %s"
-                            % (runner, process.returncode, stderr or "no message"), value=stderr)
+    def _ejs_command(self):
+        """node on our EJS runner, in "/" with none of the run's environment; as root, isolated (module docstring)."""
+        argv = [_require_node(), "--max-old-space-size=%d" % NODE_HEAP_MB, EJS_RUNNER]
+        env = _node_environment()
+        if os.geteuid() == 0:
+            argv = _isolation_argv() + argv
+            env[EJS_USER_ENV] = "%d:%d" % _ejs_user()
+        elif not self._warned_unisolated:
+            self._warned_unisolated = True
+            if self.log is not None:
+                self.log.warning("EJS templates run without OS isolation (own network namespace, user %s) because "
+                                 "this module does not run as root: a template can read what this user can read",
+                                 EJS_USER)
+        return argv, env, "/"
 
     def close(self):
         """Stop the helper processes; a later ``render()`` starts new ones."""
@@ -190,6 +184,7 @@ class _Helper:
         self.timeout_sentence = timeout_sentence
         self.process = None
         self.answers = None   # the read end of the answer pipe
+        self.lifeline = None   # the write end of the lifeline pipe (_dies_with_run)
         self.nonce = ""
         self.count = 0
         self.output = bytearray()   # what the helper printed during this render, up to OUTPUT_LOG_BYTES
@@ -200,19 +195,23 @@ class _Helper:
         import subprocess
         argv, env, cwd = self.command()
         answers, child_end = os.pipe()
+        lifeline, lifeline_end = os.pipe()
         env[ANSWER_FD_ENV] = str(child_end)
         try:
             # stderr joins stdout: one pipe to read, in one order, and neither can fill up unread.
             self.process = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                            stderr=subprocess.STDOUT, env=env, cwd=cwd, pass_fds=(child_end,),
-                                            preexec_fn=children.dies_with_parent())
+                                            stderr=subprocess.STDOUT, env=env, cwd=cwd,
+                                            pass_fds=(child_end, lifeline_end),
+                                            preexec_fn=_dies_with_run(lifeline_end))
         except OSError as e:
             os.close(answers)
+            os.close(lifeline)
             raise TemplateError("The %s renderer (%s) could not be started: %s"
                                 % (self.name, argv[0], e.strerror or e))
         finally:
             os.close(child_end)
-        self.answers = answers
+            os.close(lifeline_end)
+        self.answers, self.lifeline = answers, lifeline
         os.set_blocking(self.process.stdin.fileno(), False)   # a request is written within the deadline too
         # Ids no template can guess, so nothing it writes can pass for the answer to a request.
         self.nonce = os.urandom(8).hex()
@@ -326,7 +325,29 @@ class _Helper:
             return
         children.stop(self.process)
         os.close(self.answers)
-        self.process, self.answers = None, None
+        os.close(self.lifeline)
+        self.process, self.answers, self.lifeline = None, None, None
+
+
+def _dies_with_run(lifeline_end):
+    """A preexec_fn: the helper dies with this process, also after it has given up root.
+
+    The parent-death signal (children.dies_with_parent) is cleared by the kernel when a process changes its
+    uid, as ejs_render.js does. So the helper also holds the read end of a pipe whose write end only this
+    process has; when that closes, however this process ends, the kernel sends the reader SIGKILL
+    (F_SETSIG on an O_ASYNC pipe; the owner is set before node gives up root, so it reaches it as nobody too).
+    """
+    import fcntl
+    import signal
+    parent_death = children.dies_with_parent()
+
+    def set_up():
+        if parent_death is not None:
+            parent_death()
+        fcntl.fcntl(lifeline_end, fcntl.F_SETOWN, os.getpid())
+        fcntl.fcntl(lifeline_end, fcntl.F_SETSIG, signal.SIGKILL)
+        fcntl.fcntl(lifeline_end, fcntl.F_SETFL, fcntl.fcntl(lifeline_end, fcntl.F_GETFL) | os.O_ASYNC)
+    return set_up
 
 
 def _write_some(fd, data):
@@ -366,11 +387,6 @@ def _xslt_command():
     """The XSLT worker: this Python on ``xslt_render``, the library first on its path (its working folder)."""
     import sys
     return [sys.executable, "-m", "mgrnotify.xslt_render"], dict(os.environ), LIBRARY_DIR
-
-
-def _node_command():
-    """node on our EJS runner."""
-    return _node_argv(_require_node(), EJS_RUNNER), _node_environment(), None
 
 
 # ---- XML -----------------------------------------------------------------------------------------
@@ -433,44 +449,68 @@ def _syntax_message(error):
 # ---- EJS -----------------------------------------------------------------------------------------
 
 def _find_node():
-    """The node binary: on PATH, else in NODE_DIRS; None when there is none."""
+    """The node binary: $MGRNOTIFY_NODE, else on PATH, else in NODE_DIRS; None when there is none."""
+    chosen = os.environ.get(NODE_ENV)
+    if chosen:
+        return chosen if os.path.isfile(chosen) and os.access(chosen, os.X_OK) else None
+    return _find_program(NODE_NAMES, NODE_DIRS)
+
+
+def _find_program(names, folders):
+    """The first of ``names`` on PATH, else in ``folders``; None when there is none."""
     import shutil
-    for name in NODE_NAMES:
+    for name in names:
         found = shutil.which(name)
         if found:
             return found
-    for folder in NODE_DIRS:
-        for name in NODE_NAMES:
+    for folder in folders:
+        for name in names:
             candidate = os.path.join(folder, name)
             if os.path.isfile(candidate) and os.access(candidate, os.X_OK):
                 return candidate
     return None
 
 
-def _node_argv(node, script):
-    return [node, "--max-old-space-size=%d" % NODE_HEAP_MB, script]
-
-
 def _node_environment():
-    """The environment for node, with global module folders added to NODE_PATH for require('ejs')."""
-    env = dict(os.environ)
-    folders = [folder for folder in env.get("NODE_PATH", "").split(os.pathsep) if folder]
-    folders += [folder for folder in NODE_MODULE_DIRS if folder not in folders]
-    env["NODE_PATH"] = os.pathsep.join(folders)
-    return env
+    """What node gets of the run's environment: the time zone and locale, no NODE_OPTIONS, no secrets."""
+    return {key: value for key, value in os.environ.items() if key in NODE_ENV_KEPT or key.startswith("LC_")}
 
 
 def _require_node():
     node = _find_node()
     if node is None:
-        raise TemplateError("node is not installed; EJS templates need node and the ejs package "
-                            "(apt install nodejs node-ejs, or npm install -g ejs)")
+        raise TemplateError("node is not installed; EJS templates need it (the nodejs package)")
     return node
 
 
-def _no_ejs(stderr):
-    return TemplateError("node cannot find the ejs package, which EJS templates need "
-                         "(apt install node-ejs, or npm install -g ejs)", value=stderr)
+def _isolation_argv():
+    """unshare and setpriv before node: a network namespace of its own, no privileges gained through exec.
+
+    TemplateError when either is missing: as root, a template is never rendered without them.
+    """
+    tools = {name: _find_program((name,), TOOL_DIRS) for name in ("unshare", "setpriv")}
+    missing = [name for name in ("unshare", "setpriv") if tools[name] is None]
+    if missing:
+        raise TemplateError("EJS templates are not rendered: as root they run only in isolation, which needs %s "
+                            "(util-linux; before Debian 11 and Ubuntu 22.04, setpriv is a package of its own), "
+                            "not found on PATH or in %s" % (" and ".join(missing), ", ".join(TOOL_DIRS)))
+    return [tools["unshare"], "--net", "--", tools["setpriv"], "--no-new-privs", "--"]
+
+
+def _ejs_user():
+    """(uid, gid) of EJS_USER; TemplateError when this system has no such account."""
+    import pwd
+    try:
+        entry = pwd.getpwnam(EJS_USER)
+    except KeyError:
+        raise TemplateError("EJS templates are not rendered: as root they run as the user '%s', which this "
+                            "system does not have" % EJS_USER)
+    return entry.pw_uid, entry.pw_gid
+
+
+def _no_ejs(detail):
+    return TemplateError("The ejs package shipped with mgrnotify is missing from %s; reinstall "
+                         "billmanager-plugin-mgrnotify" % EJS_PACKAGE, value=detail)
 
 
 def _ejs_failure(stderr):
@@ -480,7 +520,7 @@ def _ejs_failure(stderr):
     where = re.match(r".*:(\d+)$", paragraphs[0].split("\n", 1)[0])
     if where and len(paragraphs) > 1:
         return "The EJS template failed at line %s: %s" % (where.group(1), paragraphs[1].strip())
-    compiling = re.match(r"(.*?) in \S+ while compiling ejs", paragraphs[0].strip(), re.S)
+    compiling = re.match(r"(.*?)(?: in \S+)? while compiling ejs", paragraphs[0].strip(), re.S)
     if compiling:   # ejs gives no line for these: most often an unclosed <% %> block or brace
         return ("The EJS template does not compile (" + compiling.group(1)
                 + "); check that every <% %> block and brace is closed")
