@@ -7,7 +7,9 @@ every test), except where a test takes that away to see an untrusted server refu
 
 import base64
 import email
+import email.header
 import email.policy
+import errno
 import glob
 import itertools
 import mailbox as maildirs
@@ -18,13 +20,14 @@ import socket
 import subprocess
 import threading
 import time
+from xml.etree.ElementTree import fromstring
 
 import pytest
 
 import sandbox as sandboxlib
 from dovecot import Dovecot
 from localnet import ScriptedServer, free_port, make_certificate
-from mgrnotify import errors, xmlio
+from mgrnotify import attachments, errors, xmlio
 from mgrnotify import mail as maillib
 from mgrnotify.mail import looks_like_html, looks_like_mail, mail_address
 from mgrnotify.mailbox import fetched_messages, imap_folder_name, message_text
@@ -125,16 +128,10 @@ def fetch(sandbox, settings):
 
 
 def raw_mails(stdout):
-    """The mails of an ``ingoing`` answer, as bytes with CRLF line ends."""
+    """The mails of an ``ingoing`` answer (each ``<message>`` the raw source as text), as bytes with CRLF line ends."""
     root = xmlio.parse(stdout)
     assert root.find("error") is None, stdout
-    mails = []
-    for node in root.findall("messages/message"):
-        if node.get("encoding") == "base64":
-            mails.append(base64.b64decode(node.text))
-        else:
-            mails.append(node.text.replace("\n", "\r\n").encode("utf-8"))
-    return mails
+    return [node.text.replace("\n", "\r\n").encode("utf-8") for node in root.findall("messages/message")]
 
 
 def parsed(raw):
@@ -235,24 +232,117 @@ def test_looks_like_html(text, expected):
     assert looks_like_html(text) is expected
 
 
+def same_mail(original, carried):
+    """Assert that ``carried`` (bytes, CRLF) is the MIME message ``original`` is, as the email package reads both:
+    the same entities, each with the same fields in the same order (Content-Transfer-Encoding, and MIME-Version at
+    the top, may be added), a field that was printable ASCII unchanged, and the same decoded body bytes."""
+    before = email.message_from_bytes(original, policy=email.policy.compat32)
+    after = email.message_from_bytes(carried, policy=email.policy.compat32)
+    entities = list(zip(before.walk(), after.walk()))
+    assert len(entities) == len(list(before.walk())) == len(list(after.walk()))
+    for index, (old, new) in enumerate(entities):
+        assert old.get_content_type() == new.get_content_type()
+        added = [name for name in ("Content-Transfer-Encoding", "MIME-Version")
+                 if name not in old and (index == 0 or name != "MIME-Version")]
+        fields = [(name, value) for name, value in new.raw_items() if name not in added]
+        assert [name for name, value in old.raw_items()] == [name for name, value in fields]
+        for (name, value), (_, written) in zip(old.raw_items(), fields):
+            if re.fullmatch(r"[\t\r\n\x20-\x7e]*", value) and name.lower() != "content-transfer-encoding":
+                assert written == value, name
+        if not old.is_multipart():
+            assert new.get_payload(decode=True) == old.get_payload(decode=True), old.get_content_type()
+
+
+def seven_bit_text(text):
+    """True if a ``<message>`` text is 7-bit ASCII an XML document carries as it is."""
+    return re.fullmatch(r"[\t\n\x20-\x7e]*", text) is not None
+
+
 @pytest.mark.parametrize("raw, as_text", [
     (b"Subject: a\r\n\r\nplain ASCII\r\n", "Subject: a\n\nplain ASCII\n"),
     ("Subject: б\r\n\r\nтекст в UTF-8\r\n".encode("utf-8"), "Subject: б\n\nтекст в UTF-8\n"),
     (b"Subject: a\n\nLF only\n", "Subject: a\n\nLF only\n"),
-    ("Subject: a\r\n\r\nLatin-1: caf\xe9\r\n".encode("latin-1"), None),
-    (b"Subject: a\r\n\r\nbroken \xd0 UTF-8\r\n", None),
-    (b"Subject: a\r\n\r\nNUL \x00 and bell \x07\r\n", None),
-    (b"Subject: a\r\n\r\nstray\rCR\r\n", None),
-    (b"Subject: a\r\n\r\nmixed\nline ends\r\n", None),
+    (b"Subject: a\r\n\r\nmixed\nline ends\r\n", "Subject: a\n\nmixed\nline ends\n"),
 ])
-def test_message_text_is_exact(raw, as_text):
+def test_utf8_mail_is_carried_as_it_is(raw, as_text):
     text, attrs = message_text(raw)
-    if as_text is None:
-        assert attrs.get("encoding") == "base64" and base64.b64decode(text) == raw
-    else:
-        assert "encoding" not in attrs and text == as_text
-        # what an XML reader gets back is the same text
-        assert xmlio.parse(xmlio.document(xmlio.element("message", text))).find("message").text == as_text
+    assert attrs == {"from": ""} and text == as_text
+    # what an XML reader gets back is the same text
+    assert xmlio.parse(xmlio.document(xmlio.element("message", text))).find("message").text == as_text
+
+
+@pytest.mark.parametrize("raw, subject", [
+    ("Subject: caf\xe9\r\nContent-Type: text/plain; charset=latin-1\r\n\r\nLatin-1: na\xefve\r\n"
+     .encode("latin-1"), "café"),
+    (b"Subject: broken \xd0 header\r\n\r\nbroken \xd0 UTF-8\r\n", "broken \ufffd header"),
+    (b"Subject: bell\r\n\r\nNUL \x00 and bell \x07\r\n", "bell"),
+    (b"Subject: a \x07 bell\r\n\r\nbody\r\n", "a \x07 bell"),
+    (b"Subject: a\r\n\r\nstray\rCR\r\n", "a"),
+    ("Subject: =?utf-8?q?d=C3=A9j=C3=A0?= vu, \xe0 nouveau\r\nMIME-Version: 1.0\r\n"
+     "Content-Type: text/plain; charset=\"windows-1252\"\r\n\r\n€ 1\r\n".encode("cp1252"), "déjà vu, à nouveau"),
+    ("From: \"Петров, Иван\" <ivan@example.com> (Отдел продаж)\r\nSubject: Счёт\r\n"
+     "Content-Type: text/plain; charset=koi8-r\r\n\r\nТекст\r\n".encode("koi8-r"), "Счёт"),
+    ("To: Иван <иван@почта.рф>\r\nSubject: Адрес\r\nContent-Type: text/plain; charset=koi8-r\r\n\r\n".encode("utf-8")
+     + "Тело".encode("koi8-r"), "Адрес"),
+])
+def test_other_mail_is_carried_as_the_same_mail_in_7_bit(raw, subject):
+    """What XML cannot carry exactly is transfer-encoded: the text stays the mail's source, parsed the same."""
+    text, attrs = message_text(raw)
+    assert "encoding" not in attrs
+    assert xmlio.parse(xmlio.document(xmlio.element("message", text))).find("message").text == text
+    if "иван@" not in text:   # a UTF-8 address has no 7-bit form: it stays UTF-8
+        assert seven_bit_text(text), text
+    carried = text.replace("\n", "\r\n").encode("utf-8")
+    same_mail(raw, carried)
+    assert str(parsed(carried)["Subject"]) == subject
+
+
+def test_addresses_and_parameters_keep_their_meaning_in_7_bit():
+    """A quoted name, a comment, a run of words with its spacing and a file name read the same once re-encoded."""
+    raw = ("From: \"Петров, Иван\" <ivan@example.com> (Отдел продаж)\r\nTo: Поддержка <support@example.com>, "
+           "x@example.com\r\nSubject: Счёт  оплачен, спасибо\r\nMIME-Version: 1.0\r\n"
+           "Content-Type: multipart/mixed; boundary=\"b\"\r\n\r\n"
+           "--b\r\nContent-Type: text/plain; charset=koi8-r\r\n\r\nТекст\r\n"
+           "--b\r\nContent-Type: application/pdf; name=\"Акт N1.pdf\"\r\n"
+           "Content-Disposition: attachment;\r\n filename=\"Акт N1.pdf\"\r\n\r\n%PDF\r\n--b--\r\n")
+    text, _ = message_text(raw.encode("koi8-r"))
+    assert seven_bit_text(text)
+    mail = parsed(text.replace("\n", "\r\n").encode("ascii"))
+    [author] = mail["From"].addresses
+    assert (author.display_name, author.addr_spec) == ("Петров, Иван", "ivan@example.com")
+    raw_from = email.message_from_string(text, policy=email.policy.compat32)["From"]
+    comment = re.search(r"<ivan@example\.com> \((.+)\)$", re.sub(r"\r?\n", "", raw_from)).group(1)
+    assert str(email.header.make_header(email.header.decode_header(comment))) == "Отдел продаж"
+    assert [(a.display_name, a.addr_spec) for a in mail["To"].addresses] == [
+        ("Поддержка", "support@example.com"), ("", "x@example.com")]
+    assert str(mail["Subject"]) == "Счёт  оплачен, спасибо", "white space kept"
+    [document] = list(mail.iter_attachments())
+    assert document.get_filename() == "Акт N1.pdf" and document.get_param("name") == "Акт N1.pdf"
+    assert all(len(line) <= 78 for line in text.split("\n\n")[0].split("\n")), "folded"
+
+
+class ListLog:
+    """Stands in for a module's log: keeps the warnings."""
+
+    def __init__(self):
+        self.warnings = []
+
+    def warning(self, text, *args):
+        self.warnings.append(text % args)
+
+
+def test_a_mail_nested_too_deep_still_goes():
+    """The email package cannot take apart a mail nested thousands deep (RecursionError): it goes as UTF-8 with its
+    other bytes replaced, and the log says so; the mailbox is not blocked by it."""
+    nested = b"".join(b"--b%d\r\nContent-Type: multipart/mixed; boundary=b%d\r\n\r\n" % (i, i + 1)
+                      for i in range(3000))
+    raw = b"From: a@example.com\r\nContent-Type: multipart/mixed; boundary=b0\r\n\r\n" + nested + b"--b3000\r\n\r\n\xff\r\n"
+    log = ListLog()
+    text, attrs = message_text(raw, log)
+    assert attrs == {"from": "a@example.com"} and text.endswith("--b3000\n\n\ufffd\n")
+    [warning] = log.warnings
+    assert warning.startswith("A mail from 'a@example.com' (%d bytes) could not be re-encoded (RecursionError"
+                              % len(raw))
 
 
 @pytest.mark.parametrize("name, expected", [
@@ -271,7 +361,7 @@ def test_imap_folder_name(name, expected):
 def test_features(sandbox):
     root = xmlio.parse(sandbox.run(MODULE, "--command", "features").stdout)
     assert [f.get("name") for f in root.findall("features/feature")] == [
-        "outgoing", "ingoing", "formtune", "check_connection"]
+        "outgoing", "ingoing", "formtune", "check_connection", "attachments"]
     assert xmlio.text(root, "notify_module") == "ntemail"
 
 
@@ -542,6 +632,172 @@ def test_the_guard_alone_keeps_an_added_field_from_being_sent(sandbox, servers, 
     assert delivered_to(servers, "spy@mail.example") == []
 
 
+# --- attachments ----------------------------------------------------------------------------------------------
+
+PDF = b"%PDF-1.4\n" + bytes(range(256)) * 40 + b"\n%%EOF\n"
+LONG_NAME = "Счёт-фактура " + "с длинным именем " * 5 + "№42.zip"   # 240 bytes: most a Linux name holds
+
+
+def with_attachments(request, paths, where="root"):
+    """``request`` with ``<attachments>`` naming ``paths`` at its root or inside its ``<message>``."""
+    block = xmlio.element("attachments", children=[xmlio.element("attachment", path) for path in paths])
+    closing = "</doc>" if where == "root" else "</message>"
+    head, tag, tail = request.rpartition(closing)
+    return head + block + tag + tail
+
+
+def send_files(sandbox, settings, to, paths, where="root", message=CYRILLIC_BODY):
+    """Run ``outgoing`` with attachments; the finished process."""
+    request = sandboxlib.gateway_request(settings, message, user={"email": to, "realname": "Иван Петров"},
+                                         project=PROVIDER, subject=CYRILLIC_SUBJECT)
+    return sandbox.run(MODULE, "--command", "outgoing", input=with_attachments(request, paths, where))
+
+
+def put_file(sandbox, name, data=b"", folder="docs"):
+    """A file under the sandbox's var/``folder``; its path relative to MGR5."""
+    os.makedirs(sandbox.path("var", folder), exist_ok=True)
+    with open(sandbox.path("var", folder, name), "wb") as f:
+        f.write(data)
+    return "var/%s/%s" % (folder, name)
+
+
+@pytest.mark.parametrize("message, body_type", [(CYRILLIC_BODY, "text/plain"),
+                                                ("<html><body><p>Счёт во вложении</p></body></html>",
+                                                 "multipart/alternative")])
+def test_attachments_arrive(sandbox, servers, user, message, body_type):
+    to = user + "@mail.example"
+    invoice = put_file(sandbox, "invoice 42.pdf", PDF)
+    act = put_file(sandbox, "Акт сверки №7 (январь).pdf", b"%PDF-1.4 act\n")
+    archive = put_file(sandbox, LONG_NAME, b"PK\x03\x04" + bytes(range(256)))
+    notes = put_file(sandbox, "notes", b"plain bytes, no extension")
+    request = sandboxlib.gateway_request(params(servers, user), message, user={"email": to}, project=PROVIDER,
+                                         subject=CYRILLIC_SUBJECT)
+    request = with_attachments(request, [invoice, sandbox.path(act), "var/docs/../docs/invoice 42.pdf"], "root")
+    request = with_attachments(request, [archive, notes], "message")
+    done = sandbox.run(MODULE, "--command", "outgoing", input=request)
+    assert done.returncode == 0, done.stdout
+    [envelope] = delivered_to(servers, to)
+    raw = envelope.original_content
+    assert header_block(raw) == ["from", "to", "sender", "subject", "date", "message-id", "mime-version",
+                                 "content-type"]
+    assert all(len(line) <= 998 for line in raw.split(b"\r\n")) and all(byte < 128 for byte in raw)
+    mail = parsed(raw)
+    assert mail.get_content_type() == "multipart/mixed"
+    body, *files = mail.iter_parts()
+    assert body.get_content_type() == body_type
+    assert [(f.get_filename(), f.get_content_type(), f.get_payload(decode=True)) for f in files] == [
+        ("invoice 42.pdf", "application/pdf", PDF),   # once, though named twice
+        ("Акт сверки №7 (январь).pdf", "application/pdf", b"%PDF-1.4 act\n"),
+        (LONG_NAME, "application/zip", b"PK\x03\x04" + bytes(range(256))),
+        ("notes", "application/octet-stream", b"plain bytes, no extension")]
+    assert [f.get_param("name") for f in files] == [f.get_filename() for f in files]
+    assert [f.get_content_disposition() for f in files] == ["attachment"] * 4
+    assert "attached invoice 42.pdf (%d bytes)" % len(PDF) in sandbox.logs()["gwmail.log"]
+
+
+def test_a_file_name_adds_no_header(sandbox, servers, user):
+    to = user + "@mail.example"
+    name = 'Счёт"; filename="evil.exe\nBcc: spy@mail.example\n.pdf'
+    done = send_files(sandbox, params(servers, user), to, [put_file(sandbox, name, b"%PDF")])
+    assert done.returncode == 0, done.stdout
+    [envelope] = delivered_to(servers, to)
+    assert envelope.rcpt_tos == [to] and delivered_to(servers, "spy@mail.example") == []
+    [part] = parsed(envelope.original_content).iter_attachments()
+    assert [name for name, value in part.items()] == ["Content-Type", "Content-Disposition",
+                                                      "Content-Transfer-Encoding"]
+    assert part.get_filename() == 'Счёт"; filename="evil.exe_Bcc: spy@mail.example_.pdf'
+
+
+@pytest.mark.parametrize("case, words", [
+    ("missing", ["does not exist"]),
+    ("/etc/passwd", ["is outside", "only files below MGR5's var/"]),
+    ("../etc/billmgr.conf", ["is outside"]),
+    ("var/../etc/billmgr.conf", ["is outside"]),
+    ("a link out of var", ["is outside", "(it is /etc/passwd)"]),
+    ("a link to the config", ["is outside", "etc/billmgr.conf)"]),
+    ("a folder", ["is not a regular file"]),
+    ("a FIFO", ["is not a regular file"]),
+    ("too big", ["over 20 MB in all, the limit"]),
+    ("too big together", ["over 20 MB in all, the limit"]),
+])
+def test_an_attachment_that_cannot_go_stops_the_mail(sandbox, servers, user, case, words):
+    """The error document names the file; the SMTP server is never contacted, so nothing is sent."""
+    to = user + "@mail.example"
+    good = put_file(sandbox, "good.pdf", PDF)
+    if case == "missing":
+        bad = "var/docs/gone.pdf"
+    elif case == "a link out of var":
+        os.symlink("/etc/passwd", sandbox.path("var", "docs", "passwd.pdf"))
+        bad = "var/docs/passwd.pdf"
+    elif case == "a link to the config":
+        os.symlink("../../etc/billmgr.conf", sandbox.path("var", "docs", "conf.pdf"))
+        bad = "var/docs/conf.pdf"
+    elif case == "a folder":
+        bad = "var/docs"
+    elif case == "a FIFO":
+        os.mkfifo(sandbox.path("var", "docs", "pipe.pdf"))
+        bad = "var/docs/pipe.pdf"
+    elif case == "too big":
+        bad = put_file(sandbox, "huge.pdf")
+        os.truncate(sandbox.path(bad), attachments.MAX_TOTAL + 1)
+    elif case == "too big together":
+        bad = put_file(sandbox, "half.pdf")
+        os.truncate(sandbox.path(bad), attachments.MAX_TOTAL - len(PDF) + 1)
+    else:
+        bad = case
+    attempts, envelopes = len(servers.smtp.authenticator.attempts), len(servers.smtp.handler.envelopes)
+    started = time.time()
+    done = send_files(sandbox, params(servers, user), to, [good, bad])
+    assert time.time() - started < 30
+    assert done.returncode == errors.EXIT_BAD_INPUT, done.stdout
+    kind, obj, sentence = error_of(done)
+    assert (kind, obj) == ("attachment", "attachment")
+    assert xmlio.parse(done.stdout).find("error/param").text == bad
+    assert sentence.startswith("The attachment '%s' " % bad) and sentence.endswith("; the message was not sent")
+    for word in words:
+        assert word in sentence
+    assert len(servers.smtp.authenticator.attempts) == attempts, "the SMTP server was not even logged in to"
+    assert len(servers.smtp.handler.envelopes) == envelopes and delivered_to(servers, to) == []
+
+
+@pytest.mark.parametrize("document, expected", [
+    ("<doc><attachments><attachment>var/a.pdf</attachment><attachment> </attachment>"
+     "<attachment> /usr/local/mgr5/var/b.pdf </attachment></attachments></doc>",
+     ["var/a.pdf", "/usr/local/mgr5/var/b.pdf"]),
+    ("<doc><attachments/></doc>", []),
+    ("<doc><message>text</message></doc>", []),
+])
+def test_attachment_paths(document, expected):
+    assert attachments.paths(fromstring(document)) == expected
+    assert attachments.paths(None) == []
+
+
+@pytest.mark.parametrize("name, content_type", [
+    ("invoice.pdf", "application/pdf"),
+    ("INVOICE.PDF", "application/pdf"),
+    ("acts.tar.gz", "application/gzip"),
+    ("README", "application/octet-stream"),
+    ("photo.jpg", "image/jpeg"),
+])
+def test_attachment_content_type(name, content_type):
+    assert attachments.content_type(name) == content_type
+
+
+def test_an_unreadable_attachment_is_named(tmp_path, monkeypatch):
+    os.makedirs(str(tmp_path / "var"))
+    (tmp_path / "var" / "secret.pdf").write_bytes(b"x")
+
+    def refuse(path, *args):
+        raise PermissionError(errno.EACCES, "Permission denied", path)
+
+    monkeypatch.setattr(os, "open", refuse)
+    with pytest.raises(attachments.AttachmentError) as refused:
+        attachments.collect(str(tmp_path), ["var/secret.pdf"])
+    assert refused.value.message == ("The attachment 'var/secret.pdf' cannot be read (%s: Permission denied); the "
+                                     "message was not sent" % (tmp_path / "var" / "secret.pdf"))
+    assert refused.value.exit_status == errors.EXIT_BAD_INPUT
+
+
 # --- failures -----------------------------------------------------------------------------------------------
 
 @pytest.fixture
@@ -648,6 +904,63 @@ def test_check_connection(sandbox, servers, user, inbound, change, side):
         assert side in error_of(done)[2]
 
 
+def direction_request(settings, gateway_type, where):
+    """A check_connection form whose ``gateway_type`` sits ``where`` BILLmanager may put it: among the entered
+    values (``xmlparams``), at the root of the form, or in a ``<gateway>`` row; or nowhere (None)."""
+    if where == "xmlparams":
+        settings = dict(settings, gateway_type=gateway_type)
+    request = sandboxlib.check_connection_request(settings, FORM_FIELDS + ("gateway_type",))
+    extra = {"root": xmlio.element("gateway_type", gateway_type),
+             "gateway": xmlio.element("gateway", children=[xmlio.element("gateway_type", gateway_type)])}.get(where)
+    return request.replace("<doc>", "<doc>" + extra, 1) if extra else request
+
+
+@pytest.mark.parametrize("gateway_type, where, change, outcome", [
+    ("1", "xmlparams", {"in_password": "wrong"}, "SMTP"),            # outgoing: the mailbox is not tried
+    ("1", "root", {"in_protocol": "pop3", "in_port": "down"}, "SMTP"),
+    ("1", "gateway", {"in_host": None, "in_password": None}, "SMTP"),
+    ("1", "xmlparams", {"smtp_password": "wrong"}, "SMTP server"),
+    ("2", "xmlparams", {"smtp_password": "wrong"}, "IMAP"),           # ingoing: SMTP is not tried
+    ("2", "root", {"smtp_host": None, "smtp_port": None, "smtp_login": None, "smtp_password": None}, "IMAP"),
+    ("2", "gateway", {"smtp_port": "down", "in_protocol": "pop3"}, "POP3"),
+    ("2", "xmlparams", {"in_password": "wrong"}, "IMAP server"),
+    ("2", "root", {"in_protocol": "none"}, "set in_protocol to imap or pop3"),
+    ("", "xmlparams", {"smtp_password": "wrong"}, "SMTP server"),    # no direction: both, as before
+    ("", "xmlparams", {"in_password": "wrong"}, "IMAP server"),
+    (None, None, {}, "SMTP and IMAP"),
+    (None, None, {"in_protocol": "none", "in_password": None}, "SMTP"),
+    ("3", "root", {"in_password": "wrong"}, "IMAP server"),          # a value we do not know: both
+])
+def test_check_connection_tests_the_gateways_direction(sandbox, servers, user, gateway_type, where, change, outcome):
+    settings = params(servers, user, **change)
+    for name in ("in_port", "smtp_port"):
+        if settings.get(name) == "down":
+            settings[name] = str(free_port())
+    if settings.get("in_protocol") == "pop3" and "in_port" not in change:
+        settings["in_port"] = str(servers.dovecot.ports[("pop3", "ssl")])
+    done = sandbox.run(MODULE, "--command", "check_connection", input=direction_request(settings, gateway_type, where))
+    if outcome in ("SMTP", "IMAP", "POP3", "SMTP and IMAP"):
+        assert done.returncode == 0, done.stdout
+        assert xmlio.parse(done.stdout).find("error") is None
+        assert "Connection check passed (%s)" % outcome in sandbox.logs()["gwmail.log"]
+    else:
+        assert done.returncode == errors.EXIT_FAILURE, done.stdout
+        assert outcome in error_of(done)[2]
+
+
+def test_a_row_of_the_other_direction_still_works(sandbox, servers, user):
+    """BILLmanager calls outgoing on outgoing rows and ingoing on ingoing ones; the other way round works too when
+    the settings are there."""
+    settings = params(servers, user)
+    to = user + "@mail.example"
+    request = sandboxlib.gateway_request(settings, CYRILLIC_BODY, user={"email": to}, project=PROVIDER, subject="s",
+                                         gateway={"id": "7", "gateway_type": "2"})
+    assert sandbox.run(MODULE, "--command", "outgoing", input=request).returncode == 0
+    done = sandbox.run(MODULE, "--command", "ingoing", input=sandboxlib.gateway_request(
+        settings, gateway={"id": "8", "gateway_type": "1"}))
+    assert [parsed(raw)["Subject"] for raw in raw_mails(done.stdout)] == ["s"]
+
+
 # --- ingoing --------------------------------------------------------------------------------------------------
 
 @pytest.mark.smoke
@@ -677,18 +990,51 @@ def test_ingoing_delete(sandbox, servers, user, inbound):
     assert fetch(sandbox, settings)[1] == []
 
 
+# Mail in the charsets Russian mail still comes in, each with what a reader must find in it once parsed.
+BINARY = bytes(b for b in range(1, 256) if b not in (10, 13))   # no NUL, no line ends: stored and served as given
+KOI8_MAIL = ("From: \"Петров, Иван\" <ivan@example.com>\r\nSubject: Счёт N42 оплачен\r\nMIME-Version: 1.0\r\n"
+             "Content-Type: text/plain; charset=koi8-r\r\nContent-Transfer-Encoding: 8bit\r\n\r\n"
+             "Здравствуйте!\r\nСчёт оплачен.\r\n").encode("koi8-r")
+CP1251_MULTIPART = ("From: Иван <ivan@example.com>\r\nSubject: Документы\r\nMIME-Version: 1.0\r\n"
+                    "Content-Type: multipart/mixed; boundary=\"b1\"\r\n\r\n--b1\r\n"
+                    "Content-Type: text/plain; charset=windows-1251\r\nContent-Transfer-Encoding: 8bit\r\n\r\n"
+                    "Акт во вложении.\r\n--b1\r\nContent-Type: application/octet-stream; name=\"Акт.bin\"\r\n"
+                    "Content-Disposition: attachment; filename=\"Акт.bin\"\r\nContent-Transfer-Encoding: 8bit\r\n\r\n"
+                    ).encode("cp1251") + BINARY + b"\r\n--b1--\r\n"
+BROKEN_MAIL = (b"From: ivan@example.com\r\nSubject: half \xd0 a letter \x01\r\nMIME-Version: 1.0\r\n"
+               b"Content-Type: text/plain; charset=utf-8\r\n\r\nhalf a letter: \xd0, a bell \x07 and \x01\r\n")
+UTF8_BELL = "From: ivan@example.com\r\nSubject: Звонок\r\n\r\nUTF-8 с колокольчиком \x07\r\n".encode("utf-8")
+UTF8_MAIL = "Subject: Привет\r\n\r\nТело в UTF-8 без кодировки\r\n".encode("utf-8")
+
+
 @pytest.mark.parametrize("inbound", ["imap", "pop3"])
-def test_eight_bit_and_broken_mail_survive(sandbox, servers, user, inbound):
-    utf8 = "Subject: Привет\n\nТело в UTF-8 без кодировки\n".encode("utf-8")
-    latin1 = "Subject: caf\xe9\n\nLatin-1 body: na\xefve\n".encode("latin-1")
-    broken = b"Subject: broken\n\nhalf a letter: \xd0 and \x01\n"
-    for raw in (utf8, latin1, broken):
+def test_mail_in_other_charsets_comes_back_as_the_same_mail(sandbox, servers, user, inbound):
+    """Non-UTF-8 mail fetched from Dovecot is its raw source made 7-bit, and parses into the same message: the
+    same fields in order, each meaning the same once decoded, the same decoded bytes in every part."""
+    for raw in (KOI8_MAIL, CP1251_MULTIPART, BROKEN_MAIL, UTF8_BELL, UTF8_MAIL):
         drop_mail(servers, user, raw)
-    done, mails = fetch(sandbox, params(servers, user, inbound=inbound))
-    assert done.returncode == 0
-    assert mails == [raw.replace(b"\n", b"\r\n") for raw in (utf8, latin1, broken)]
-    encodings = [m.get("encoding") for m in xmlio.parse(done.stdout).findall("messages/message")]
-    assert encodings == [None, "base64", "base64"]
+    done = sandbox.run(MODULE, "--command", "ingoing", input=sandboxlib.gateway_request(params(servers, user,
+                                                                                              inbound=inbound)))
+    assert done.returncode == 0, done.stdout
+    nodes = xmlio.parse(done.stdout).findall("messages/message")
+    assert [sorted(node.attrib) for node in nodes] == [["from"]] * 5, "no encoding attribute: the text is the mail"
+    koi8, cp1251, broken, bell, utf8 = [node.text for node in nodes]
+    assert all(seven_bit_text(text) for text in (koi8, cp1251, broken, bell))
+    assert utf8 == UTF8_MAIL.decode("utf-8").replace("\r\n", "\n"), "valid UTF-8 stays exactly as it is"
+    mails = raw_mails(done.stdout)
+    for raw, carried in zip((KOI8_MAIL, CP1251_MULTIPART, BROKEN_MAIL, UTF8_BELL, UTF8_MAIL), mails):
+        same_mail(raw, carried)
+    koi8, cp1251, broken, bell = [parsed(raw) for raw in mails[:4]]
+    assert koi8["Subject"] == "Счёт N42 оплачен" and koi8["From"].addresses[0].display_name == "Петров, Иван"
+    assert koi8.get_content_charset() == "koi8-r" and content(koi8) == "Здравствуйте!\nСчёт оплачен.\n"
+    assert cp1251["Subject"] == "Документы" and str(cp1251["From"]) == "Иван <ivan@example.com>"
+    text, document = cp1251.iter_parts()
+    assert content(text) == "Акт во вложении."   # the line end before a boundary belongs to the boundary
+    assert document.get_filename() == "Акт.bin" and document.get_payload(decode=True) == BINARY
+    assert broken["Subject"] == "half \ufffd a letter \x01"
+    assert broken.get_payload(decode=True) == b"half a letter: \xd0, a bell \x07 and \x01\r\n"
+    assert bell.get_payload(decode=True) == "UTF-8 с колокольчиком \x07\r\n".encode("utf-8")
+    assert [m.get("from") for m in nodes] == ["ivan@example.com"] * 4 + [""]
 
 
 @pytest.mark.parametrize("header, sender", [
@@ -917,6 +1263,29 @@ def test_formtune_fills_the_choice_lists_and_defaults(sandbox):
     assert root.find("metadata") is not None
     values = {name: xmlio.text(root, name) for name in ("in_limit", "timeout", "smtp_security", "verify_tls")}
     assert values == {"in_limit": "5", "timeout": "30", "smtp_security": "ssl", "verify_tls": "on"}
+
+
+def test_the_form_shows_the_fields_of_the_gateways_direction():
+    """As ISPsystem's gwjabber form does: ``<if>`` rules on the gateway_type select hide every mailbox field of an
+    outgoing gateway (1) and every SMTP field of an ingoing one (2); the fields both use stay."""
+    with open(os.path.join(sandboxlib.REPO, "etc", "xml", "billmgr_mod_gwmail.xml"), "rb") as f:
+        root = xmlio.parse(f.read())
+    form = root.find("metadata[@name='gateway.gwmail']/form")
+    fields = [field.get("name") for field in form.iter("field")]
+    [select] = form.findall(".//field[@name='gateway_type']/select[@name='gateway_type']")
+    assert select.get("type") == "radio"
+    hidden = {}
+    for rule in select.findall("if"):
+        assert rule.get("hide") in fields, rule.get("hide")
+        hidden.setdefault(rule.get("value"), set()).add(rule.get("hide"))
+    assert set(hidden) == {"1", "2"}
+    assert hidden["1"] == {name for name in fields if name.startswith("in_")}
+    assert hidden["2"] == {name for name in fields if name.startswith("smtp_")} | {"from_name"}
+    assert {"email", "verify_tls", "timeout", "gateway_type"}.isdisjoint(hidden["1"] | hidden["2"])
+    for lang in ("ru", "en"):
+        labels = {m.get("name"): m.text for m in root.findall("lang[@name='%s']/messages[@name='gateway.gwmail']/msg"
+                                                               % lang)}
+        assert labels.get("gateway_type") and labels.get("hint_gateway_type"), lang
 
 
 def test_passwords_never_leak_at_debug_level(sandbox, servers, user):

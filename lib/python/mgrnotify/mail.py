@@ -1,8 +1,10 @@
-"""Composing outgoing mail (RFC 5322, MIME): header fields written here, bodies by the ``email`` package.
+"""Mail as gwmail writes it (RFC 5322, MIME): header fields written here, bodies by the ``email`` package.
 
 ``compose()`` turns a notification's text into a message ready for SMTP: From, Sender, To,
 Subject, Date and Message-ID set; an HTML body sent as multipart/alternative with a plain-text
-part. A text that already is a complete mail keeps its own headers and body.
+part. A text that already is a complete mail keeps its own headers and body. ``attach()`` adds
+files to it. ``seven_bit()`` turns a fetched mail in another charset into the same MIME message
+in 7-bit ASCII, which an XML document can carry.
 
 Every header value gwmail sets is written by this module, not by the ``email`` package: before
 the CVE-2024-6923 fix (Python 3.6 to 3.12) the package writes an encoded word that decodes to a
@@ -43,7 +45,10 @@ _SPECIALS = set('<>()[],;:"\\@')
 # A display name longer than this is cut: no mail client shows more.
 MAX_NAME = 256
 MAX_LINE = 78               # RFC 5322 2.1.1: lines should stay within 78 characters
-ENCODED_CHUNK = 45          # bytes per encoded word: 60 base64 characters, 72 with "=?utf-8?b?...?=" (at most 75)
+MAX_WORD = 75               # RFC 2047 2: an encoded word is at most 75 characters, "=?utf-8?b?" and "?=" included
+UNKNOWN_8BIT = "unknown-8bit"   # RFC 1428: the charset of 8-bit text whose charset is not known
+# RFC 2231 attribute-char besides letters, digits and "_.-~" (which quote() never encodes)
+_ATTRIBUTE_CHARS = "!#$&+^`{|}"
 
 _ENCODED_WORD = re.compile(r"=\?([^?\s*]+)(?:\*[^?\s]*)?\?([bBqQ])\?([^?\s]*)\?=")
 _ATOM = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+\Z")
@@ -101,17 +106,20 @@ def display_name(value):
     return header_text(value)[:MAX_NAME]
 
 
-def encoded_words(text):
-    """``text`` as RFC 2047 encoded words (UTF-8, base64), each at most 75 characters and of whole characters."""
+def encoded_words(text, charset="utf-8"):
+    """``text`` as RFC 2047 encoded words (base64) in ``charset``, each at most MAX_WORD characters and of whole
+    characters. For UNKNOWN_8BIT, ``text`` holds the bytes one character each (as latin-1 decodes them)."""
+    codec = "latin-1" if charset == UNKNOWN_8BIT else charset
+    room = (MAX_WORD - len("=??b??=") - len(charset)) // 4 * 3   # bytes: 45 for utf-8
     chunks, chunk = [], b""
     for c in text:
-        data = c.encode("utf-8", "replace")
-        if len(chunk) + len(data) > ENCODED_CHUNK:
+        data = c.encode(codec, "replace")
+        if len(chunk) + len(data) > room:
             chunks.append(chunk)
             chunk = b""
         chunk += data
     chunks.append(chunk)
-    return ["=?utf-8?b?%s?=" % base64.b64encode(c).decode("ascii") for c in chunks if c]
+    return ["=?%s?b?%s?=" % (charset, base64.b64encode(c).decode("ascii")) for c in chunks if c]
 
 
 def _plain(word):
@@ -302,6 +310,37 @@ def compose(text, subject, recipient, author, sender=None):
     return message
 
 
+def parameter(name, value):
+    """One MIME parameter (``filename``, ``name``) for a header written here: ``name="value"`` when the value is
+    printable ASCII, else RFC 2231 (``name*=utf-8''%D0%A1...``); either way one word no value can break out of."""
+    if all(" " <= c <= "~" for c in value) and not set('"\\') & set(value) and "=?" not in value:
+        return '%s="%s"' % (name, value)
+    return extended_parameter(name, value.encode("utf-8"), "utf-8")
+
+
+def extended_parameter(name, data, charset):
+    """The RFC 2231 parameter ``name*=charset''value``, the bytes ``data`` percent-encoded."""
+    from urllib.parse import quote
+    return "%s*=%s''%s" % (name, charset, quote(data, safe=_ATTRIBUTE_CHARS))
+
+
+def attach(message, files):
+    """Add ``files`` (``attachments.Attachment``) to a composed message as parts of a multipart/mixed, each
+    base64-encoded, its name written here (``parameter``) as file name and as the legacy Content-Type name."""
+    if not files:
+        return
+    if message.get_content_type() != "multipart/mixed":
+        message.make_mixed()
+    for file in files:
+        part = EmailMessage(policy=POLICY)
+        part.set_raw("Content-Type", fold("Content-Type", [file.content_type + ";", parameter("name", file.name)]))
+        part.set_raw("Content-Disposition", fold("Content-Disposition",
+                                                 ["attachment;", parameter("filename", file.name)]))
+        part.set_raw("Content-Transfer-Encoding", "base64")
+        part.set_payload(base64.encodebytes(file.data).decode("ascii"))
+        message.attach(part)
+
+
 # --- the mail as sent -----------------------------------------------------------------------------------------
 
 def to_bytes(message):
@@ -352,3 +391,251 @@ def check(data, fields):
                           "set %s (the field '%s' was not set by gwmail); look for line breaks in the subject, the "
                           "names and the mail template's own header lines"
                           % (", ".join(written), ", ".join(names), extra[0]), obj="message")
+
+
+# --- fetched mail, made 7-bit ---------------------------------------------------------------------------------
+
+# What must not stay as it is in a mail an XML document carries: 8-bit bytes, the C0 controls XML 1.0
+# forbids (and NUL), and a CR that does not end a line (an XML reader turns it into LF).
+_NOT_CARRIED = re.compile("[^\t\r\n\x20-\x7e]|\r(?!\n)")
+_PRINTABLE_ASCII = bytes(range(0x20, 0x7F))
+_CHARSET_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:+-]{0,39}\Z")
+_STRUCTURED_TOKEN = re.compile(rb'[ \t]+|"(?:[^"\\]|\\.)*"?|\((?:[^()\\]|\\.)*\)?|<[^>]*>?|[^ \t"(<]+', re.S)
+_PARAMETER_TOKEN = re.compile(rb'"(?:[^"\\]|\\.)*"?|;|[^";]+', re.S)
+
+
+def seven_bit(raw):
+    """A fetched mail (bytes) as the same MIME message in 7-bit ASCII with CRLF line ends.
+
+    [ours] Whatever an XML document could not carry exactly (8-bit bytes, control characters XML forbids, a lone
+    CR) is transfer-encoded, so the message means the same to a MIME reader: a leaf part holding any is
+    base64-encoded (its decoded bytes unchanged); a header field holding any is written anew with RFC 2047 encoded
+    words (RFC 2231 for Content-Type and Content-Disposition parameters) in the first charset that decodes the
+    field: UTF-8, the part's declared charset, the first charset the mail declares, else unknown-8bit. Everything
+    else stays as it came. A UTF-8 mail address (RFC 6532) has no 7-bit form: it stays UTF-8.
+    """
+    import io
+    from email import message_from_bytes
+    from email.generator import BytesGenerator
+    from email.policy import compat32
+    message = message_from_bytes(raw, policy=compat32)   # compat32: header values and bodies just as they came
+    declared = [charset for charset in (part.get_content_charset() for part in message.walk()) if charset]
+    encoded = False
+    for entity in message.walk():
+        _seven_bit_fields(entity, ["utf-8", entity.get_content_charset()] + declared[:1])
+        if entity.is_multipart():
+            entity.preamble, entity.epilogue = _placeholders(entity.preamble), _placeholders(entity.epilogue)
+        elif not _body_carried(entity):
+            _to_base64(entity)
+            encoded = True
+    if encoded and "MIME-Version" not in message:
+        message["MIME-Version"] = "1.0"
+    out = io.BytesIO()
+    BytesGenerator(out, mangle_from_=False, policy=compat32.clone(linesep="\r\n")).flatten(message)
+    return out.getvalue()
+
+
+def _raw(value):
+    """The bytes of a header value as the email package (compat32) holds it: 8-bit bytes as surrogates."""
+    return value.encode("ascii", "surrogateescape")
+
+
+def _body_carried(entity):
+    """True if a leaf part's body may stay as it is. (compat32 hands an 8-bit body over decoded by its charset
+    parameter, so never as ASCII; or fails to, when that parameter is unusable.)"""
+    try:
+        body = entity.get_payload()
+    except (LookupError, TypeError, ValueError):
+        return False
+    return not _NOT_CARRIED.search(body or "")
+
+
+def _placeholders(text):
+    """A preamble or epilogue (text no reader shows) with what a 7-bit mail cannot hold made ``?``."""
+    return None if text is None else re.sub("[^\t\r\n\x20-\x7e]", "?", text)
+
+
+def _to_base64(entity):
+    """Re-encode a leaf part's body as base64: the same decoded bytes, in 7-bit."""
+    entity.set_payload(base64.encodebytes(entity.get_payload(decode=True) or b"").decode("ascii"))
+    if "Content-Transfer-Encoding" in entity:
+        entity.replace_header("Content-Transfer-Encoding", "base64")
+    else:
+        entity["Content-Transfer-Encoding"] = "base64"
+
+
+def _seven_bit_fields(entity, charsets):
+    """Write anew, in place and order, each header field of ``entity`` that a 7-bit mail cannot hold as it is."""
+    fields = list(entity.raw_items())
+    if not any(_NOT_CARRIED.search(value) for name, value in fields):
+        return
+    for name in set(entity.keys()):
+        del entity[name]
+    for name, value in fields:
+        entity.set_raw(name, _seven_bit_field(name, _raw(value), charsets) if _NOT_CARRIED.search(value) else value)
+
+
+def _seven_bit_field(name, data, charsets):
+    """The value ``data`` (bytes) of the field ``name`` with its 8-bit and control bytes encoded, folded."""
+    data = re.sub(rb"(?:\r\n|\r|\n)(?=[ \t])", b"", data)   # unfolded (RFC 5322 2.2.3; a lone CR or LF too)
+    charset = _charset_of(data, charsets)
+    if name.lower() in ("content-type", "content-disposition"):
+        pieces = _parameter_pieces(data, charset)
+    elif name.lower() in ADDRESS_FIELDS:
+        pieces = _structured_pieces(data, charset)
+    else:
+        pieces = _text_pieces(data, charset)
+    return _fold_pieces(name, pieces)
+
+
+def _charset_of(data, charsets):
+    """The first of ``charsets`` (names, None skipped) that Python knows, keeps ASCII as ASCII and decodes
+    ``data``; UNKNOWN_8BIT when none does."""
+    for charset in charsets:
+        if not charset or not _CHARSET_NAME.match(charset):
+            continue
+        try:
+            if _PRINTABLE_ASCII.decode(charset) == _PRINTABLE_ASCII.decode("ascii"):
+                data.decode(charset)
+                return charset.lower()
+        except (LookupError, ValueError):   # unknown or non-text codec; bytes that are not of this charset
+            continue
+    return UNKNOWN_8BIT
+
+
+def _needs_encoding(data):
+    """True if ``data`` (part of a header field) holds 8-bit bytes or control characters other than tab."""
+    return re.search(rb"[^\t\x20-\x7e]", data) is not None
+
+
+def _words(data, charset):
+    """Encoded words of the bytes ``data`` in ``charset`` (UNKNOWN_8BIT where they are not of it)."""
+    try:
+        return encoded_words(data.decode("latin-1" if charset == UNKNOWN_8BIT else charset), charset)
+    except ValueError:
+        return encoded_words(data.decode("latin-1"), UNKNOWN_8BIT)
+
+
+def _text_pieces(data, charset):
+    """The (white space, word) pieces of unstructured text: plain words as they are, each run of other words
+    (with the white space inside it) as encoded words."""
+    pieces, run, run_space = [], None, ""
+    parts = re.split(rb"([ \t]+)", data)
+    for index in range(0, len(parts), 2):
+        space, word = parts[index - 1] if index else b"", parts[index]
+        if word and _needs_encoding(word):
+            if run is None:
+                run, run_space = word, space.decode("ascii")
+            else:
+                run += space + word
+            continue
+        if run is not None:
+            pieces += _encoded_pieces(run_space, _words(run, charset))
+            run = None
+        pieces.append((space.decode("ascii"), word.decode("ascii")))
+    if run is not None:
+        pieces += _encoded_pieces(run_space, _words(run, charset))
+    return pieces
+
+
+def _encoded_pieces(space, words):
+    """Pieces for a run of encoded words: the first after ``space``, the others after one space (which a reader
+    drops between two encoded words)."""
+    return [(space if index == 0 else " ", word) for index, word in enumerate(words)]
+
+
+def _structured_pieces(data, charset):
+    """The pieces of an address field: a quoted string, comment or atom that needs it becomes encoded words (a
+    quoted string's quotes dropped, as RFC 2047 5(3) wants of a phrase); a UTF-8 address stays as it is."""
+    pieces, space, after_encoded = [], "", False
+    for token in _STRUCTURED_TOKEN.findall(data):
+        if token[:1] in (b" ", b"\t"):
+            space += token.decode("ascii")
+            continue
+        encoded = _needs_encoding(token) and not (token[:1] == b"<" and _is_utf8_address(token))
+        if not encoded:
+            words = [token.decode("ascii", "surrogateescape")]   # a UTF-8 address is written back as its bytes
+        elif token[:1] == b'"':
+            words = _words(re.sub(rb"\\(.)", rb"\1", token[1:-1] if token[-1:] == b'"' and len(token) > 1
+                                  else token[1:], flags=re.S), charset)
+        elif token[:1] == b"(":
+            words = _words(token[1:-1] if token[-1:] == b")" else token[1:], charset)
+            words[0] = "(" + words[0]
+            words[-1] += ")"
+        else:
+            words = _words(token, charset)
+        if pieces and not space and (encoded or after_encoded):
+            space = " "   # an encoded word stands apart from its neighbours (RFC 2047 5)
+        pieces += _encoded_pieces(space, words)
+        space, after_encoded = "", encoded
+    if space:
+        pieces.append((space, ""))
+    return pieces
+
+
+def _is_utf8_address(token):
+    """True if ``<...>`` is UTF-8 without control characters: an address RFC 6532 allows, with no 7-bit form."""
+    try:
+        return token.decode("utf-8").isprintable()
+    except UnicodeDecodeError:
+        return False
+
+
+def _parameter_pieces(data, charset):
+    """The pieces of Content-Type or Content-Disposition: each parameter that needs it in RFC 2231 form. The type
+    and the boundary, on which the message's structure hangs, are tokens, not text: what they cannot hold becomes
+    ``?``, as does a segment that is no parameter."""
+    segments, current = [], b""
+    for token in _PARAMETER_TOKEN.findall(data):
+        if token == b";":
+            segments.append(current)
+            current = b""
+        else:
+            current += token
+    segments.append(current)
+    pieces = []
+    for index, segment in enumerate(segments):
+        segment = segment.strip(b" \t")
+        if not _needs_encoding(segment):
+            text = segment.decode("ascii")
+        elif index:
+            text = _extended_segment(segment, charset)
+        else:   # stripped as the email package strips the type it reads, so it reads the same type
+            text = _token(segment.decode("ascii", "surrogateescape").strip().encode("ascii", "surrogateescape"))
+        pieces.append((" " if index else "", text + (";" if index < len(segments) - 1 else "")))
+    return pieces
+
+
+def _extended_segment(segment, charset):
+    """``key=value`` with 8-bit or control bytes as the RFC 2231 parameter ``key*=charset''%XX``; a value already
+    in RFC 2231 form (``key*=``) gets those bytes percent-encoded where they are."""
+    from urllib.parse import quote
+    key, equals, value = segment.partition(b"=")
+    key, value = key.strip(b" \t"), value.strip(b" \t")
+    if not equals or not key or _needs_encoding(key) or key.lower() == b"boundary":
+        return _token(segment)
+    if value[:1] == b'"':
+        value = re.sub(rb"\\(.)", rb"\1", value[1:-1] if value[-1:] == b'"' and len(value) > 1 else value[1:],
+                       flags=re.S)
+    key = key.decode("ascii")
+    if key.endswith("*"):
+        return "%s=%s" % (key, quote(value, safe=_ATTRIBUTE_CHARS + "'%"))
+    return extended_parameter(key, value, charset)
+
+
+def _token(data):
+    """Bytes that must stay a token: printable ASCII, anything else made ``?``."""
+    return re.sub(rb"[^\t\x20-\x7e]", b"?", data).decode("ascii")
+
+
+def _fold_pieces(name, pieces):
+    """A field value of (white space, word) pieces, lines broken only at white space, which is kept."""
+    out, width = [], len(name) + 2
+    for space, word in pieces:
+        if out and space and word and width + len(space) + len(word) > MAX_LINE:
+            out.append("\r\n" + space + word)
+            width = len(space) + len(word)
+        else:
+            out.append(space + word)
+            width += len(space) + len(word)
+    return "".join(out)

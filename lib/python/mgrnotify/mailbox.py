@@ -383,25 +383,31 @@ def imap_folder_name(name):
     return '"%s"' % "".join(out).replace("\\", "\\\\").replace('"', '\\"')
 
 
-def message_text(raw):
+def message_text(raw, log=None):
     """How one fetched mail travels in ``<message>``: (text, attributes), ``from`` being its sender's address.
 
-    [ours] The mail's own text when it is UTF-8 (ASCII included) that XML can carry exactly, with its
-    line ends as LF (an XML parser turns CRLF into LF anyway); otherwise -- 8-bit text in another
-    charset, broken bytes, a stray CR, mixed line ends, characters XML 1.0 forbids -- base64 of the
-    exact bytes, marked ``encoding="base64"``.
+    The message's raw source, as ntemail expects [doc], its line ends as LF (an XML reader makes CRLF
+    LF anyway). A mail that is UTF-8 (ASCII included) and that XML carries exactly goes as it is; any
+    other -- 8-bit text in another charset, broken bytes, characters XML 1.0 forbids, a lone CR -- as
+    the same MIME message made 7-bit by ``mail.seven_bit`` [ours]. A mail the email package cannot
+    take apart (nested too deep) goes as UTF-8 with its other bytes replaced, and ``log`` is told.
     """
     attrs = {"from": sender_address(raw)}
-    unix = raw.replace(b"\r\n", b"\n")
-    if b"\r" not in unix and (unix == raw or raw.count(b"\n") == raw.count(b"\r\n")):
+    if b"\r" not in raw.replace(b"\r\n", b""):
         try:
-            text = unix.decode("utf-8")
+            text = raw.replace(b"\r\n", b"\n").decode("utf-8")
         except UnicodeDecodeError:
             text = None
         if text is not None and xmlio.clean(text) == text:
             return text, attrs
-    attrs["encoding"] = "base64"
-    return base64.b64encode(raw).decode("ascii"), attrs
+    from .mail import seven_bit
+    try:
+        raw = seven_bit(raw)   # 7-bit but for a UTF-8 address, which has no 7-bit form
+    except Exception as e:   # RecursionError for a mail nested a thousand deep; a defect must not block the mailbox
+        if log is not None:
+            log.warning("A mail from '%s' (%d bytes) could not be re-encoded (%s: %s); it is handed over with the "
+                        "bytes that are not UTF-8 replaced", attrs["from"], len(raw), type(e).__name__, e)
+    return re.sub(b"\r\n?", b"\n", raw).decode("utf-8", "replace"), attrs
 
 
 def sender_address(raw):
