@@ -14,13 +14,12 @@ recorded, and the gateway sends nothing more until then.
 import os
 import time
 
-from . import children, xmlio
+from . import attachments, children, xmlio
 from .errors import DeliveryError, InputError, MgrNotifyError
 from .gateway import ACK_FD_ENV
 
 BATCH_FEATURE = "outgoing_batch"
-# [ours] The feature a gateway advertises when it carries a notice's files (<attachments> in its request).
-ATTACHMENTS_FEATURE = "attachments"
+ATTACHMENTS_FEATURE = attachments.FEATURE   # the gateway carries a notice's files (<attachments>)
 # gateway_type values [ours, from ISPsystem's example form]: 1 outgoing, 2 ingoing.
 OUTGOING, INGOING = "1", "2"
 # How long one gateway call may take before it is stopped [ours]: the gateway's own network timeout (its

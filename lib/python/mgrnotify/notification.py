@@ -9,7 +9,7 @@ its position for good, so a journal replayed twice marks the same notices and no
 
 import os
 
-from . import xmlio
+from . import attachments, xmlio
 from .errors import InputError
 
 # [ours] The attribute that marks a <notify> as delivered; BILLmanager writes no attributes on <notify>.
@@ -29,8 +29,7 @@ class Notice:
             if notice_xml.strip() and not delivered else None
         self.project = xmlio.fields(notice.find("project")) if notice is not None else {}
         # The files BILLmanager attaches (invoices, acts), as paths relative to MGR5 or absolute [doc].
-        self.attachments = [a.text.strip() for a in notice.findall("attachments/attachment")
-                            if a.text and a.text.strip()] if notice is not None else []
+        self.attachments = attachments.paths(notice)
         subject = ""
         if notice is not None:
             subject = xmlio.text(notice, "subject") or xmlio.text(notice, "noticeparams/subject")
