@@ -68,7 +68,7 @@ def test_notify_features(sandbox):
 
 
 @pytest.mark.parametrize("args, status, words", [
-    (["--command", "nope"], errors.EXIT_USAGE, "has no command 'nope'; it answers: check_connection, features"),
+    (["--command", "nope"], errors.EXIT_USAGE, "has no command 'nope'; it answers: check_connection, doctor, features"),
     ([], errors.EXIT_USAGE, "No command given"),
     (["features"], errors.EXIT_USAGE, "Unexpected argument"),
     (["--command"], errors.EXIT_USAGE, "needs a value"),
@@ -98,7 +98,7 @@ def test_a_command_the_gateway_lacks_is_refused(sandbox, tmp_path):
 
     module = OutOnly(None, None)
     assert module.features() == ["outgoing"]
-    assert module.commands() == ["features", "outgoing"]
+    assert module.commands() == ["doctor", "features", "outgoing"]
 
 
 # --- each gateway command ----------------------------------------------------------------------------------

@@ -4,15 +4,16 @@ A gateway subclasses ``Gateway``, names its ``notify_module`` and overrides what
 ``outgoing(request)``, ``ingoing(request)``, ``formtune(form)``, ``check_connection(request)``.
 ``--command features`` lists exactly the methods overridden, so the two can never disagree.
 A gateway that can send many messages over one session also overrides ``open_batch(request)``,
-which adds the ``outgoing_batch`` feature and command.
+which adds the ``outgoing_batch`` feature and command. ``doctor [--gate ID] [--connect]`` is for the
+admin at a shell: plain text lines on this module's gateway rows (``doctor.py``).
 """
 
 import os
 import sys
 
 from . import redact, xmlio
-from .errors import InputError, MgrNotifyError
-from .runner import Module
+from .errors import InputError, MgrNotifyError, UsageError
+from .runner import Module, is_id
 from .settings import Settings
 
 GATEWAY_COMMANDS = ("outgoing", "ingoing", "formtune", "check_connection")
@@ -114,6 +115,42 @@ class Gateway(Module):
         if batch.stream is None:
             raise InputError("The outgoing_batch request has no <messages> element", obj="messages")
         return None
+
+    def command_doctor(self):
+        """Can this gateway work here? One line per check, for a person (README, "doctor"); exit 0 when it can.
+        ``--gate ID`` checks that gateway row only; ``--connect`` runs ``check_connection`` on each active row."""
+        from . import doctor
+        from .gatewaycall import GatewayRow
+        gate = self.options.get("gate")
+        if gate is not None and not is_id(gate):
+            raise UsageError("doctor takes --gate with a gateway id (digits), not '%s'" % gate, obj="gate")
+        report = doctor.Report(self.log.name, self.log)
+        report.heading("doctor", self.config)
+        readable = doctor.check_config(report, self.config)
+        db = doctor.open_database(report, self.config, self.log.name, readable)
+        if db is not None:
+            with report.guard("tables"):
+                doctor.check_tables(report, doctor.table_columns(db, doctor.GATEWAY_TABLES), doctor.GATEWAY_TABLES)
+            with report.guard("gateways"):
+                if gate is None:
+                    rows = db.query("SELECT * FROM gateway WHERE gateway_module = ? ORDER BY id", (self.log.name,))
+                else:
+                    rows = db.query("SELECT * FROM gateway WHERE id = ?", (gate,))
+                rows = [GatewayRow(row) for row in rows]
+                if gate is not None and not rows:
+                    report.fail("gateway " + gate, "there is no such gateway", "see the ids in BILLmanager's list "
+                                "of gateways")
+                elif gate is not None and rows[0].module != self.log.name:
+                    report.fail(rows[0].describe(), "it is a gateway of %s, not %s" % (rows[0].module, self.log.name),
+                                "run gate/%s --command doctor --gate %s" % (rows[0].module, gate))
+                elif not rows:
+                    report.warn("gateways", "no gateway uses %s yet" % self.log.name,
+                                "add one in BILLmanager to send through it")
+                else:
+                    doctor.check_gateway_self(report, self, rows, doctor.providers(db),
+                                              self.options.get("connect", False))
+        doctor.check_var(report, self.config)
+        return report.answer("%s can work here" % self.log.name, "%s cannot work here" % self.log.name)
 
     def _send_one(self, session, message):
         try:

@@ -9,10 +9,12 @@ holding the address) and ``notify_features``; the base does the rest, for every 
   advertises it (one server session), else one ``outgoing`` call per message.
 - ``getmessage --gate ID|all``: each active ingoing gateway's ``ingoing``; every message filed into
   its ticket (``tickets.TicketDesk``), the sender answered through the same gateway otherwise.
+- for the admin at a shell, in plain text: ``doctor [--connect]`` (can this type work here? ``doctor.py``)
+  and ``preview --task ID`` (a task as ``process`` would send it, sending nothing: ``preview.py``).
 """
 
 from . import errors, gatewaycall, xmlio
-from .runner import Module
+from .runner import Module, is_id
 
 
 class Outgoing:
@@ -23,6 +25,42 @@ class Outgoing:
     def __init__(self, *values):
         for name, value in zip(self.__slots__, values):
             setattr(self, name, value)
+
+
+class Prepared:
+    """What ``process`` makes of one notice: recipient, subject, text and gateway, ready to send; or, when
+    nothing goes, ``skipped`` (done without sending: no address, an empty text) or ``failure`` (the reason)."""
+
+    __slots__ = ("contact", "subject", "text", "gateway", "skipped", "failure")
+
+    def __init__(self, contact="", subject="", text="", gateway=None, skipped=None, failure=None):
+        self.contact, self.subject, self.text, self.gateway = contact, subject, text, gateway
+        self.skipped, self.failure = skipped, failure
+
+
+def prepare(module, task_id, notice, renderer, route):
+    """``notice`` as ``process`` sends it, and ``preview`` shows it: the recipient from the user's contact column,
+    the template rendered by ``renderer``, macros replaced in text and subject, the gateway ``route(provider id)``."""
+    from .macros import replace_macros
+    contact = (notice.user.get(module.contact_type) or "").strip()
+    if not contact:
+        return Prepared(skipped="user %s has no %s; nothing to send" % (notice.user.get("name", "?"),
+                                                                        module.contact_type))
+    try:
+        text = replace_macros(renderer.render(notice.template, notice.notice_xml), notice.user, notice.project).strip()
+    except errors.MgrNotifyError as e:
+        return Prepared(contact, failure=e.message)
+    except Exception as e:   # a defect must not stop the batch
+        module.log.exception("Task %s: rendering failed", task_id)
+        return Prepared(contact, failure="Internal error while rendering: %s" % e)
+    if not text:
+        return Prepared(contact, skipped="the rendered text is empty; nothing to send")
+    subject = replace_macros(notice.subject, notice.user, notice.project)
+    gateway = route(notice.project_id)
+    if gateway is None:
+        return Prepared(contact, subject, text, failure="No active outgoing gateway of %s for provider %s"
+                        % (module.log.name, notice.project_id or "(none named)"))
+    return Prepared(contact, subject, text, gateway)
 
 
 class NotifyModule(Module):
@@ -47,10 +85,49 @@ class NotifyModule(Module):
     def command_getmessage(self):
         """Fetch incoming messages through ``--gate ID`` or ``--gate all``."""
         gate = self.options.get("gate", "")
-        if gate != "all" and not (gate and all(c in "0123456789" for c in gate)):
+        if gate != "all" and not is_id(gate):
             raise errors.UsageError("getmessage needs --gate with a gateway id or 'all', not '%s'" % gate)
         self.getmessage(gate)
         return xmlio.document()
+
+    def command_doctor(self):
+        """Can this type work here? One line per check, for a person (README, "doctor"); exit 0 when it can.
+        ``--connect`` also has every active gateway log in with its settings."""
+        from . import doctor
+        from .queue import TaskQueue
+        report = doctor.Report(self.log.name, self.log)
+        report.heading("doctor", self.config)
+        readable = doctor.check_config(report, self.config)
+        db = doctor.open_database(report, self.config, self.log.name, readable)
+        if db is not None:
+            with report.guard("tables"):
+                columns = doctor.table_columns(db, doctor.NOTIFY_TABLES)
+                doctor.check_tables(report, columns, doctor.NOTIFY_TABLES)
+                doctor.check_contact(report, self.config, columns, self.contact_type)
+                doctor.check_written(report, columns)
+            with report.guard("gateways"):
+                projects = doctor.providers(db)
+                checks = doctor.check_gateway_rows(report, self.config, self.log, gatewaycall.load(db, self.log.name),
+                                                   projects, self.log.name, self.options.get("connect", False))
+                doctor.check_providers(report, checks, projects, self.log.name)
+        doctor.check_templates(report, self.config, self.log)
+        doctor.check_var(report, self.config)
+        queue = TaskQueue(self.config, db, self.log.name, self.log)
+        with report.guard("lock"):
+            doctor.check_lock(report, queue)
+        if db is not None:
+            with report.guard("queue"):
+                doctor.check_queue(report, self.config, queue)
+        return report.answer("%s can work here" % self.log.name, "%s cannot work here" % self.log.name)
+
+    def command_preview(self):
+        """Task ``--task ID`` as ``process`` would send it now, for a person (README, "preview"); sends nothing
+        and changes nothing. Exit 0 when every notice of it would go (or count as done)."""
+        task = self.options.get("task", "")
+        if not is_id(task):
+            raise errors.UsageError("preview needs --task with a task id (digits), not '%s'" % task)
+        from .preview import preview
+        return preview(self, task)
 
     def normalize_contact(self, address):
         """A sender's address as the user column stores it (Jabber drops the resource, for one)."""
@@ -172,37 +249,22 @@ class _Sender:
             self._deliver(gateway, messages)
 
     def _prepare(self, task, notice, total, outbox):
-        from .macros import replace_macros
-        contact = (notice.user.get(self.module.contact_type) or "").strip()
-        if not contact:
-            self.log.info("Task %s: user %s has no %s; nothing to send", task["id"], notice.user.get("name", "?"),
-                          self.module.contact_type)
+        prepared = prepare(self.module, task["id"], notice, self.renderer, self._route)
+        if prepared.skipped:
+            self.log.info("Task %s: %s", task["id"], prepared.skipped)
             self.queue.record(task, notice.index, total)
-            return
-        try:
-            text = replace_macros(self.renderer.render(notice.template, notice.notice_xml),
-                                  notice.user, notice.project).strip()
-        except errors.MgrNotifyError as e:
-            self.queue.record(task, notice.index, total, e.message)
-            return
-        except Exception as e:   # a defect must not stop the batch
-            self.log.exception("Task %s: rendering failed", task["id"])
-            self.queue.record(task, notice.index, total, "Internal error while rendering: %s" % e)
-            return
-        if not text:
-            self.log.info("Task %s: the rendered text is empty; nothing to send", task["id"])
-            self.queue.record(task, notice.index, total)
-            return
-        if notice.project_id not in self.routes:
-            self.routes[notice.project_id] = gatewaycall.outgoing_for(self.gateways, notice.project_id, self.log)
-        gateway = self.routes[notice.project_id]
-        if gateway is None:
-            self.queue.record(task, notice.index, total, "No active outgoing gateway of %s for provider %s"
-                              % (self.log.name, notice.project_id or "(none named)"))
-            return
-        subject = replace_macros(notice.subject, notice.user, notice.project)
-        outbox.setdefault(gateway.id, (gateway, []))[1].append(Outgoing(
-            "%s.%d" % (task["id"], notice.index), task, notice.index, total, notice, contact, subject, text))
+        elif prepared.failure:
+            self.queue.record(task, notice.index, total, prepared.failure)
+        else:
+            outbox.setdefault(prepared.gateway.id, (prepared.gateway, []))[1].append(Outgoing(
+                "%s.%d" % (task["id"], notice.index), task, notice.index, total, notice, prepared.contact,
+                prepared.subject, prepared.text))
+
+    def _route(self, project_id):
+        """The gateway of a provider's notices: chosen once per run, and logged once."""
+        if project_id not in self.routes:
+            self.routes[project_id] = gatewaycall.outgoing_for(self.gateways, project_id, self.log)
+        return self.routes[project_id]
 
     def _deliver(self, gateway, messages):
         module = self.gateway_modules.get(gateway.module)

@@ -104,6 +104,45 @@ class TaskQueue:
         self._lock = handle
         return True
 
+    def lock_held(self):
+        """True when a process run holds the module's lock now (for ``doctor``). Asked by trying the lock and
+        letting go at once; a run starting in that instant leaves, as it would for another run. No lock file
+        (no run ever started here) is not created."""
+        import fcntl
+        try:
+            handle = open(self.config.path("var", self.module + ".lock"))
+        except FileNotFoundError:
+            return False
+        with handle:
+            try:
+                fcntl.flock(handle.fileno(), fcntl.LOCK_SH | fcntl.LOCK_NB)
+            except OSError:
+                return True
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+        return False
+
+    def journal_size(self, rejected=False):
+        """The entries in the journal now (with ``rejected``: those set aside for staff); 0 when there is none."""
+        try:
+            with open(self.journal_path + (".rejected" if rejected else ""), encoding="utf-8", errors="replace") as f:
+                return sum(1 for line in f if line.strip())
+        except FileNotFoundError:
+            return 0
+
+    def stats(self):
+        """This type's queue at a glance (for ``doctor``): {'waiting', 'failing', 'for_staff', 'oldest',
+        'highest'} and 'worst', the task with the most failures ({'id', 'error_count', 'err_info'}) or None."""
+        where = " FROM notifytask WHERE modulename = ?"
+        totals, worst = self.db.batch([
+            ("SELECT COUNT(*) AS waiting, COALESCE(SUM(error_count > 0), 0) AS failing,"
+             " COALESCE(SUM(error_count >= ?), 0) AS for_staff, MIN(createdate) AS oldest,"
+             " MAX(error_count) AS highest" + where, (self.max_errors, self.module)),
+            ("SELECT id, error_count, err_info" + where + " AND error_count > 0 ORDER BY error_count DESC, id LIMIT 1",
+             (self.module,))])
+        stats = {key: _number(value) if key != "oldest" else value for key, value in totals[0].items()}
+        stats["worst"] = worst[0] if worst else None
+        return stats
+
     def take(self, forced_only=False):
         """The next batch: [{'id', 'filename', 'error_count', 'priority'}], highest priority first, each task
         after those already taken in this run."""

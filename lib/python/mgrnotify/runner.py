@@ -4,7 +4,8 @@ BILLmanager runs ``gate/gwX --command NAME [--gate ID]`` with XML on stdin and r
 ``Module.main()`` parses the arguments, calls the subclass's handler for the command and writes its
 document. Whatever goes wrong -- unknown command, bad arguments, unreadable input, a failure the
 module reports, a defect -- ends as an error document on stdout and a non-zero exit status
-(see ``errors``); tracebacks go to the log only.
+(see ``errors``); tracebacks go to the log only. The admin's own commands (``doctor``, ``preview``)
+answer a person rather than BILLmanager: they write plain text lines and return ``Answered(status)``.
 """
 
 import os
@@ -15,10 +16,24 @@ from .config import Config, mgr5_root
 from .log import open_log
 
 MAX_INPUT_BYTES = 256 * 1024 * 1024   # a bound on stdin, far above any real notification
+# Options that take no value (``doctor --connect``); given, they are True in the options.
+FLAGS = {"connect"}
+
+
+class Answered:
+    """What a command returns when it has written its own answer for a person: the exit status to end with."""
+
+    def __init__(self, status):
+        self.status = status
+
+
+def is_id(text):
+    """True for a database id as an option gives it (``--gate 12``, ``--task 1043``): ASCII digits only."""
+    return bool(text) and all(c in "0123456789" for c in text)
 
 
 def parse_arguments(argv):
-    """``--name value`` / ``--name=value`` pairs as a dict; ``command`` is required."""
+    """``--name value`` / ``--name=value`` pairs and ``--flag`` (FLAGS) as a dict; ``command`` is required."""
     options = {}
     args = list(argv)
     while args:
@@ -26,7 +41,11 @@ def parse_arguments(argv):
         if not arg.startswith("--") or arg == "--":
             raise errors.UsageError("Unexpected argument '%s'; the modules take --command NAME [--gate ID]" % arg)
         name, equals, value = arg[2:].partition("=")
-        if not equals:
+        if name in FLAGS:
+            if equals:
+                raise errors.UsageError("The option --%s takes no value" % name)
+            value = True
+        elif not equals:
             if not args or args[0].startswith("--"):
                 raise errors.UsageError("The option --%s needs a value" % name)
             value = args.pop(0)
@@ -63,7 +82,8 @@ class Module:
         return xmlio.parse(data, what)
 
     def dispatch(self, command):
-        """Run one command and return its output document (None if the command wrote it itself)."""
+        """Run one command and return its output document (None, or ``Answered``, if the command wrote it
+        itself)."""
         if command not in self.commands():
             raise errors.UsageError("%s has no command '%s'; it answers: %s"
                                     % (self.log.name, command, ", ".join(self.commands())), obj=command)
@@ -86,9 +106,12 @@ class Module:
             options = parse_arguments(argv)
             module = cls(config, log, options)
             log.extinfo("--command %s%s", options["command"],
-                        "".join(" --%s %s" % kv for kv in sorted(options.items()) if kv[0] != "command"))
+                        "".join(" --%s" % k if v is True else " --%s %s" % (k, v)
+                                for k, v in sorted(options.items()) if k != "command"))
             output = module.dispatch(options["command"])
             status = errors.EXIT_OK
+            if isinstance(output, Answered):   # written already, for a person
+                output, status = None, output.status
         except errors.MgrNotifyError as e:
             log.error("%s", e.message)
             if e.object is None:
