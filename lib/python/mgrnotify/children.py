@@ -25,6 +25,27 @@ def dies_with_parent():
     return set_death_signal
 
 
+def dies_with_run(lifeline_end):
+    """A preexec_fn: the helper dies with this process, also after it has given up root.
+
+    The parent-death signal (dies_with_parent) is cleared by the kernel when a process changes its
+    uid, as the EJS renderer does. So the helper also holds the read end of a pipe whose write end only this
+    process has; when that closes, however this process ends, the kernel sends the reader SIGKILL
+    (F_SETSIG on an O_ASYNC pipe; the owner is set before node gives up root, so it reaches it as nobody too).
+    """
+    import fcntl
+    import signal
+    parent_death = dies_with_parent()
+
+    def set_up():
+        if parent_death is not None:
+            parent_death()
+        fcntl.fcntl(lifeline_end, fcntl.F_SETOWN, os.getpid())
+        fcntl.fcntl(lifeline_end, fcntl.F_SETSIG, signal.SIGKILL)
+        fcntl.fcntl(lifeline_end, fcntl.F_SETFL, fcntl.fcntl(lifeline_end, fcntl.F_GETFL) | os.O_ASYNC)
+    return set_up
+
+
 def stop(process):
     """Kill ``process`` (a Popen) if it still runs, reap it and close its pipes."""
     if process.poll() is None:

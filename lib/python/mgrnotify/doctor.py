@@ -336,7 +336,7 @@ def gateway_features(module):
     """(features, notify_module) a gateway module answers to ``--command features``; DeliveryError saying why not."""
     what = "gate/%s --command features" % module.name
     stdout, status = module.run("features", "", FEATURES_TIMEOUT)
-    reason = gatewaycall._reason(stdout, status, what)
+    reason = gatewaycall.failure_reason(stdout, status, what)
     if reason:
         raise errors.DeliveryError(reason)
     root = xmlio.parse(stdout, "the answer of " + what)
@@ -377,7 +377,7 @@ def check_gateway_rows(report, config, log, rows, projects, notify_module, conne
 def _connect_by_process(check, module, features):
     def attempt():
         stdout, status = module.run("check_connection", connection_form(check.row), check.row.call_timeout())
-        return gatewaycall._reason(stdout, status, "gate/%s --command check_connection" % module.name)
+        return gatewaycall.failure_reason(stdout, status, "gate/%s --command check_connection" % module.name)
     _try_connection(check, features, module.name, attempt)
 
 
@@ -463,7 +463,7 @@ def check_templates(report, config, log):
     import subprocess
     from . import template
     with report.guard("node"):
-        node = template._require_node()
+        node = template.require_node()
         try:
             done = subprocess.run([node, "--version"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                   timeout=NODE_TIMEOUT)

@@ -126,7 +126,7 @@ def outgoing_for(gateways, project_id, log=None):
     return chosen
 
 
-def _reason(stdout, returncode, what):
+def failure_reason(stdout, returncode, what):
     """Why a gateway call failed, from its output and exit status."""
     try:
         root = xmlio.parse(stdout, "the answer of " + what)
@@ -179,7 +179,7 @@ class GatewayModule:
         """The features the gateway advertises (asked once)."""
         if self._features is None:
             stdout, status = self.run("features", "", 30)
-            reason = _reason(stdout, status, "The gateway %s (--command features)" % self.name)
+            reason = failure_reason(stdout, status, "The gateway %s (--command features)" % self.name)
             if reason:
                 raise DeliveryError(reason)
             root = xmlio.parse(stdout, "the features of " + self.name)
@@ -193,12 +193,12 @@ class GatewayModule:
             stdout, status = self.run("outgoing", document, gateway.call_timeout())
         except DeliveryError as e:
             return e.message
-        return _reason(stdout, status, "The gateway " + self.name)
+        return failure_reason(stdout, status, "The gateway " + self.name)
 
     def ingoing(self, gateway):
         """The messages the gateway fetched: a list of (text, attributes); DeliveryError with the reason."""
         stdout, status = self.run("ingoing", xmlio.document(gateway.xml()), gateway.call_timeout())
-        reason = _reason(stdout, status, "The gateway " + self.name)
+        reason = failure_reason(stdout, status, "The gateway " + self.name)
         if reason:
             raise DeliveryError(reason)
         root = xmlio.parse(stdout, "the messages of " + self.name)
@@ -303,7 +303,7 @@ class BatchChannel:
                     name, self.stray[0][:200].decode("utf-8", "replace"))
             return "The gateway %s stopped (exit status %d) before reporting this message" % (name, status)
         # No results began: the gateway failed as a whole, and its error document (if any) says why.
-        return (_reason(self.output, status, "The gateway " + name)
+        return (failure_reason(self.output, status, "The gateway " + name)
                 or "The gateway %s gave no result for this message" % name)
 
     def _read_results(self, pending, on_result, deadline):

@@ -126,7 +126,7 @@ class Renderer:
 
     def _ejs_command(self):
         """node on our EJS runner, in "/" with none of the run's environment; as root, isolated (module docstring)."""
-        argv = [_require_node(), "--max-old-space-size=%d" % NODE_HEAP_MB, EJS_RUNNER]
+        argv = [require_node(), "--max-old-space-size=%d" % NODE_HEAP_MB, EJS_RUNNER]
         env = _node_environment()
         if os.geteuid() == 0:
             argv = _isolation_argv() + argv
@@ -184,7 +184,7 @@ class _Helper:
         self.timeout_sentence = timeout_sentence
         self.process = None
         self.answers = None   # the read end of the answer pipe
-        self.lifeline = None   # the write end of the lifeline pipe (_dies_with_run)
+        self.lifeline = None   # the write end of the lifeline pipe (children.dies_with_run)
         self.nonce = ""
         self.count = 0
         self.output = bytearray()   # what the helper printed during this render, up to OUTPUT_LOG_BYTES
@@ -202,7 +202,7 @@ class _Helper:
             self.process = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                             stderr=subprocess.STDOUT, env=env, cwd=cwd,
                                             pass_fds=(child_end, lifeline_end),
-                                            preexec_fn=_dies_with_run(lifeline_end))
+                                            preexec_fn=children.dies_with_run(lifeline_end))
         except OSError as e:
             os.close(answers)
             os.close(lifeline)
@@ -327,27 +327,6 @@ class _Helper:
         os.close(self.answers)
         os.close(self.lifeline)
         self.process, self.answers, self.lifeline = None, None, None
-
-
-def _dies_with_run(lifeline_end):
-    """A preexec_fn: the helper dies with this process, also after it has given up root.
-
-    The parent-death signal (children.dies_with_parent) is cleared by the kernel when a process changes its
-    uid, as ejs_render.js does. So the helper also holds the read end of a pipe whose write end only this
-    process has; when that closes, however this process ends, the kernel sends the reader SIGKILL
-    (F_SETSIG on an O_ASYNC pipe; the owner is set before node gives up root, so it reaches it as nobody too).
-    """
-    import fcntl
-    import signal
-    parent_death = children.dies_with_parent()
-
-    def set_up():
-        if parent_death is not None:
-            parent_death()
-        fcntl.fcntl(lifeline_end, fcntl.F_SETOWN, os.getpid())
-        fcntl.fcntl(lifeline_end, fcntl.F_SETSIG, signal.SIGKILL)
-        fcntl.fcntl(lifeline_end, fcntl.F_SETFL, fcntl.fcntl(lifeline_end, fcntl.F_GETFL) | os.O_ASYNC)
-    return set_up
 
 
 def _write_some(fd, data):
@@ -476,7 +455,8 @@ def _node_environment():
     return {key: value for key, value in os.environ.items() if key in NODE_ENV_KEPT or key.startswith("LC_")}
 
 
-def _require_node():
+def require_node():
+    """The node binary; TemplateError saying what to install when there is none."""
     node = _find_node()
     if node is None:
         raise TemplateError("node is not installed; EJS templates need it (the nodejs package)")
