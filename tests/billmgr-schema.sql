@@ -1,6 +1,6 @@
--- A BILLmanager-like schema for the sandbox: the tables and columns CONTRACT.md lists, with the
+-- A BILLmanager-like schema for the sandbox: the tables and columns docs/CONTRACT.md lists, with the
 -- types a real BILLmanager uses, plus the few columns that make a realistic test (project email,
--- ticket name). The modules must not need anything CONTRACT.md does not list.
+-- ticket name). The modules must not need anything docs/CONTRACT.md does not list.
 
 CREATE TABLE project (
   id INT NOT NULL AUTO_INCREMENT PRIMARY KEY,

@@ -1,4 +1,4 @@
-"""A private Dovecot 2.3 (IMAP and POP3) on loopback, for the mail gateway's tests (see TEST-SERVERS.md).
+"""A private Dovecot 2.3 (IMAP and POP3) on loopback, for the mail gateway's tests (see docs/TESTING.md).
 
 One server, four ports: IMAP with STARTTLS, IMAPS, POP3 with STARTTLS, POP3S. Any user name logs in
 with the one password; each user's mail is the maildir ``home/<user>/Maildir`` under the server's

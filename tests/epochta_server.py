@@ -1,6 +1,6 @@
 """A local stand-in for ePochta, for tests and benchmarks: its XML interface and API 3.0 over HTTP(S).
 
-It speaks the interface as PROTOCOLS.md describes it: a form POST whose field ``XML`` holds the
+It speaks the interface as docs/PROTOCOLS.md describes it: a form POST whose field ``XML`` holds the
 ``<SMS>`` document; the login checked; SEND answered with the number of messages accepted and
 BALANCE with status 0, or a negative status (-1 bad login, -2 malformed XML, -3 not enough credits,
 -4 no valid recipient, -7 sender rejected). API 3.0 (``/sms/3.0/<action>``) checks the md5 ``sum``.

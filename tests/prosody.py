@@ -1,4 +1,4 @@
-"""A private Prosody XMPP server on loopback for tests (TEST-SERVERS.md), and its pytest fixture.
+"""A private Prosody XMPP server on loopback for tests (docs/TESTING.md), and its pytest fixture.
 
 ``Prosody().start()`` writes a config and a self-signed certificate into a temporary folder, listens
 on free ports of 127.0.0.1 (``port`` for STARTTLS, ``tls_port`` for direct TLS) and serves three

@@ -1,6 +1,6 @@
 """A BILLmanager stand-in for tests, benchmarks and the demo.
 
-- ``MariaDB``: a private MariaDB server on a socket in a temporary folder (see TEST-SERVERS.md).
+- ``MariaDB``: a private MariaDB server on a socket in a temporary folder (see docs/TESTING.md).
 - ``Sandbox``: a temporary MGR5 root laid out like /usr/local/mgr5 -- the project's folders linked
   in, ``etc/billmgr.conf`` pointing at a fresh database loaded with ``billmgr-schema.sql``, and a
   stand-in ``sbin/mgrctl`` that records every call. Modules run as BILLmanager runs them: as
@@ -336,7 +336,7 @@ class Sandbox:
 
 
 def notification_file(template, notice_xml, user, templatesubject=""):
-    """The text of a notification file in BILLmanager's format (CONTRACT.md)."""
+    """The text of a notification file in BILLmanager's format (docs/CONTRACT.md)."""
     user_xml = xmlio.element("user", children=[xmlio.element(k, v) for k, v in user.items()])
     notify = xmlio.element("notify", children=[
         xmlio.element("tmpl", template), xmlio.element("notice_xml", notice_xml),
@@ -345,7 +345,7 @@ def notification_file(template, notice_xml, user, templatesubject=""):
 
 
 def gateway_request(params, message=None, user=None, project=None, gateway=None, **root):
-    """An ``outgoing``/``ingoing`` request as CONTRACT.md gives it: ``<gateway>`` with ``<xmlparams>``
+    """An ``outgoing``/``ingoing`` request as docs/CONTRACT.md gives it: ``<gateway>`` with ``<xmlparams>``
     (``params`` serialised to text), ``<message>``, ``<user>``, ``<project>`` and any extra root fields."""
     xmlparams = xmlio.document(*[xmlio.element(k, v) for k, v in params.items()])
     row = dict(gateway or {})

@@ -123,8 +123,9 @@ def test_formtune(sandbox):
     assert result.returncode == 0
     doc = answer(result)
     assert doc.find("metadata") is not None
-    assert [v.text for v in doc.findall("slist[@name='ticket_format']/val")] == ["@id", "#id"]
+    assert [v.text for v in doc.findall("slist[@name='ticket_format']/msg")] == ["#id", "@id"]
     assert [v.text for v in doc.findall("slist[@name='tls']/msg")] == ["starttls", "direct", "none"]
+    assert (doc.findtext("verify_tls"), doc.findtext("tls"), doc.findtext("ticket_format")) == ("on", "starttls", "#id")
 
 
 @pytest.mark.smoke
@@ -134,7 +135,7 @@ def test_outgoing_arrives(sandbox, prosody, trusted, gateway, alice, request_for
     text = "Счёт №7 оплачен.\nСпасибо! <b>&amp;</b>"
     if request_format == "example":   # ISPsystem's ntjabber: <jabber> and <subject> at the root
         request = sandboxlib.gateway_request(settings, text, jabber=alice[0], subject="Биллинг")
-    else:                             # CONTRACT.md: the user's row
+    else:                             # docs/CONTRACT.md: the user's row
         request = sandboxlib.gateway_request(settings, text, user={"id": "5", "jabber": alice[0]},
                                              project={"id": "1", "name": "Provider"}, subject="Биллинг")
     result = sandbox.run(MODULE, "--command", "outgoing", input=request)
@@ -296,7 +297,7 @@ def test_a_server_sending_nested_elements_costs_little_memory(sandbox):
     ({"password": "wrong password"}, 1, "refused the login for"),
     ({"port": "{free}"}, 1, "Cannot connect"),
     ({"receive_window": "0"}, 1, "'receive_window' must be between 1 and 300"),
-    ({"ticket_format": "$id"}, 1, "'ticket_format' must be one of @id, #id"),
+    ({"ticket_format": "$id"}, 1, "'ticket_format' must be one of #id, @id"),
 ])
 def test_check_connection(sandbox, prosody, trusted, gateway, change, status, words):
     free = str(free_port())

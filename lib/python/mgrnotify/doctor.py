@@ -17,7 +17,7 @@ from . import errors, gatewaycall, redact, runner, xmlio
 PASS, FAIL, WARN = "\u2714", "\u2718", "!"
 
 # The tables and columns the library's statements use (queue.py, gatewaycall.py, tickets.py, and the doctor's
-# own look at the providers), by module kind; CONTRACT.md lists them as the ones known to exist.
+# own look at the providers), by module kind; docs/CONTRACT.md lists them as the ones known to exist.
 GATEWAY = ("gateway", ("id", "name", "gateway_module", "notify_module", "gateway_type", "active", "project",
                        "xmlparams"))
 PROJECT = ("project", ("id", "name"))
@@ -207,7 +207,7 @@ def check_tables(report, columns, tables):
         missing = [column for column in needed if column not in columns[table]]
         if missing:
             report.fail("table " + table, "no column %s" % ", ".join(missing),
-                        "this BILLmanager's schema is not the one the module was built for (see CONTRACT.md); "
+                        "this BILLmanager's schema is not the one the module was built for; "
                         "report it with BILLmanager's version")
         else:
             report.ok("table " + table, ", ".join(needed))

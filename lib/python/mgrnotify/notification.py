@@ -1,6 +1,6 @@
 """A notification file as BILLmanager writes it, and what one ``<notify>`` of it becomes.
 
-The file (CONTRACT.md) holds one or more ``<notify>``, each with the template (``<tmpl>``), the notice
+The file (docs/CONTRACT.md) holds one or more ``<notify>``, each with the template (``<tmpl>``), the notice
 as an XML document serialised to text (``<notice_xml>``), a fallback subject and the user's row.
 
 After a partial delivery the delivered ``<notify>`` elements are marked, not removed: a notice keeps
