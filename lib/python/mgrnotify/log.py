@@ -3,10 +3,11 @@
 One line per event, as ISPsystem's Python library writes it [src]:
 ``2026-11-26 10:00:00,123 [PID] gwepochta <colour> INFO text<reset>`` -- its format
 ``%(asctime)-15s [%(process)d] %(name)s %(color)s %(levelname)s %(message)s<reset>``, with its level
-names (Python's, plus EXTINFO) and colours. The level comes from ``etc/debug.conf``; every line
-passes through ``redact.redact`` first and its control characters are escaped, so neither a secret
-nor a forged line can reach the file. Deliberately not the ``logging`` package: importing it costs
-more start-up time than ``--command features`` may spend.
+names (Python's, plus EXTINFO) and colours. The level comes from ``etc/debug.conf``. Every event is
+redacted first (``redact.redact``), then cut to MAX_LINE characters, then its control characters and
+line separators are escaped: neither a secret, nor part of one, nor a forged line can reach the file.
+Deliberately not the ``logging`` package: importing it costs more start-up time than
+``--command features`` may spend.
 """
 
 import os
@@ -27,9 +28,15 @@ _STYLE = {
     DEBUG: ("DEBUG", "\033[1;33m"),
 }
 _RESET = "\033[0m"
-MAX_LINE = 32768   # characters of one event; a 1 MB notification at debug level is cut, not written whole
-_CONTROL = {c: "\\x%02x" % c for c in range(32) if c != 9}
-_CONTROL.update({10: "\\n", 13: "\\r", 0x7F: "\\x7f"})
+MAX_LINE = 32768   # characters of one redacted event; a 1 MB notification at debug level is cut, not written whole
+# [ours] The most characters of one event the redactor reads (about 1 s of work on the worst input, see
+# bench/bench_redact.py); the rest of a longer event is dropped unread, and the end of what is read is masked
+# (redact's cut=True), since a secret may straddle the point where it was dropped.
+REDACT_LIMIT = 1024 * 1024
+# Escaped so that one event is one line and drives no terminal: the C0 controls but tab, DEL, the C1 controls,
+# and every other character str.splitlines() takes for a line break (U+2028, U+2029).
+_CONTROL = {c: "\\x%02x" % c for c in list(range(32)) + list(range(0x7F, 0xA0)) if c != 9}
+_CONTROL.update({10: "\\n", 13: "\\r", 0x2028: "\\u2028", 0x2029: "\\u2029"})
 
 
 class Log:
@@ -50,10 +57,9 @@ class Log:
             return
         if args:
             text = text % args
-        text = str(text)
-        if len(text) > MAX_LINE:   # cut before redacting: the redactor's time grows faster than the length
-            text = "%s … (%d more characters not logged)" % (text[:MAX_LINE], len(text) - MAX_LINE)
-        text = redact.redact(text).translate(_CONTROL)
+        text = _redacted_and_cut(str(text))
+        if not text.isprintable():   # most lines are; translate() takes milliseconds on a long one
+            text = text.translate(_CONTROL)
         now = time.time()
         stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(now))
         label, colour = _STYLE.get(level, _STYLE[DEBUG])
@@ -94,6 +100,18 @@ class Log:
         """An error with the current exception's traceback (the traceback goes to the log only)."""
         import traceback
         self.write(ERROR, (text % args if args else text) + "\n" + traceback.format_exc().rstrip())
+
+
+def _redacted_and_cut(text):
+    """The event redacted, then cut to MAX_LINE characters (never inside a mask), saying so when cut."""
+    size = len(text)
+    redacted = redact.redact(text) if size <= REDACT_LIMIT else redact.redact(text[:REDACT_LIMIT], cut=True)
+    if size <= REDACT_LIMIT and len(redacted) <= MAX_LINE:
+        return redacted
+    cut = min(MAX_LINE, len(redacted))
+    while 0 < cut < len(redacted) and redacted[cut - 1] == redacted[cut] == "*":
+        cut -= 1   # a run of "*" (a mask, or next to one) is kept whole or dropped whole
+    return "%s … (cut: the event has %d characters)" % (redacted[:cut], size)
 
 
 def open_log(config, name):
