@@ -58,10 +58,12 @@ class Settings:
         return value
 
     def flag(self, name, default):
-        """``on``/``off`` (also yes/no, true/false, 1/0) as a bool."""
-        value = self.get(name).lower()
-        if not value:
-            return default
+        """``on``/``off`` (also yes/no, true/false, 1/0) as a bool; ``default`` (a bool or such a word) when the
+        value is empty or absent, so only an ``off`` written in the settings turns a check off."""
+        value = self.get(name) or default
+        if isinstance(value, bool):
+            return value
+        value = value.lower()
         if value in ("on", "yes", "true", "1"):
             return True
         if value in ("off", "no", "false", "0"):
@@ -69,10 +71,10 @@ class Settings:
         raise ConfigError("The gateway setting '%s' must be on or off, not '%s'" % (name, value), obj=name)
 
     def number(self, name, default, low=None, high=None):
-        """A whole number within [low, high]."""
+        """A whole number within [low, high]; ``default`` (a number, its text, or None) when empty or absent."""
         value = self.get(name)
         if not value:
-            return default
+            return None if default is None else int(default)
         try:
             number = int(value)
         except ValueError:
