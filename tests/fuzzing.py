@@ -310,14 +310,29 @@ def command_of(argv):
         return None
 
 
+def refused_option(module, argv):
+    """The first option of a well-formed command line that its command does not take (the module's
+    ``COMMAND_OPTIONS``), or None."""
+    from mgrnotify.runner import parse_arguments
+    try:
+        options = parse_arguments(argv)
+    except errors.UsageError:
+        return None
+    takes = module.cls.COMMAND_OPTIONS.get(options["command"], {})
+    return next((name for name in sorted(options) if name not in takes and name != "command"), None)
+
+
 def check(module, argv, outcome, stdin=b""):
     """Assert what every run must give: a documented status, one well-formed document that agrees with it,
-    no traceback anywhere, no defect, no password; and no claim of success a closed port cannot give."""
+    no traceback anywhere, no defect, no password; an option the command does not take refused as a bad
+    command line (status 2); and no claim of success a closed port cannot give."""
     where = "%s %s: status %s\nstdout: %r\nstderr: %r" % (module.path, argv, outcome.status,
                                                           outcome.stdout[:3000], outcome.stderr[:2000])
     assert outcome.status != errors.EXIT_INTERNAL, "a defect (status 70); its log:\n%s\n%s" % (outcome.log[-6000:],
                                                                                                 where)
     assert outcome.status in DOCUMENTED_STATUSES, where
+    if refused_option(module, argv) is not None:
+        assert outcome.status == errors.EXIT_USAGE, "an option the command does not take was not refused; " + where
     for stream in (outcome.stdout, outcome.stderr):
         assert b"Traceback" not in stream, where
     command = command_of(argv)
@@ -549,6 +564,7 @@ def _mutate_bytes(draw, data, kind):
 
 
 COMMAND_WORDS = ("--command", "--gate", "--", "-c", "--command=", "--gate=", "--=x", "---", "--command=features",
+                 "--connect", "--connect=1", "--task", "--task=1", "--gate=all", "--verbose", "--GATE", "--g",
                  "features", "process", "getmessage", "outgoing", "outgoing_batch", "ingoing", "formtune",
                  "check_connection", "__init__", "run", "main", "dispatch", "read_input", "command_features",
                  "all", "1", "0", "-1", "1; rm -rf /", "١٢", "", " ", "\x00", "\n")

@@ -361,9 +361,9 @@ def form(*values):
 
 
 @pytest.mark.parametrize("values, expected", [
-    ((), {"api": None, "verify_tls": "on"}),
+    ((), {"api": "xml", "verify_tls": "on"}),
     ((xmlio.element("verify_tls", "off"), xmlio.element("api", "v3")), {"api": "v3", "verify_tls": "off"}),
-    ((xmlio.element("verify_tls", ""),), {"api": None, "verify_tls": "on"}),
+    ((xmlio.element("verify_tls", ""),), {"api": "xml", "verify_tls": "on"}),
 ])
 def test_formtune_fills_the_api_choice_and_defaults(sandbox, values, expected):
     done = sandbox.run(MODULE, "--command", "formtune", input=form(*values))
@@ -409,6 +409,20 @@ def test_v3_check_connection(sandbox, server):
     assert sandbox.run(MODULE, "--command", "check_connection", input=request).returncode == 0
     assert server.requests[0]["path"] == "/sms/3.0/getUserBalance"
     assert "ePochta balance: status 0, amount 100 UAH\x1b" in log_of(sandbox)
+
+
+def test_v3_timeout_says_where_to_look_without_an_id(sandbox, server):
+    # API 3.0's id is ePochta's, in its answer: a timeout names the number and the time instead (README)
+    server.behaviour = "hang"
+    kind, sentence = error_of(outgoing(sandbox, v3_params(server, timeout="1")))
+    assert kind == "connect" and "the SMS may still have been sent" in sentence
+    assert "look in ePochta's statistics for an SMS to %s at 20" % DIGITS in sentence
+
+
+def test_v3_answer_without_an_id_is_logged_as_such(monkeypatch):
+    client = epochta.EpochtaV3(PUBLIC_KEY, PRIVATE_KEY, url="http://127.0.0.1:9/sms/3.0/")
+    monkeypatch.setattr(client, "call", lambda *args, **kwargs: {"price": "0.2", "currency": "UAH"})
+    assert client.send(SENDER, "hi", DIGITS).message_id is None
 
 
 @pytest.mark.parametrize("change, message_kw, words", [

@@ -851,6 +851,15 @@ def test_outgoing_failures(sandbox, servers, user, monkeypatch, silent_port, cas
     assert delivered_to(servers, to) == []
 
 
+def test_a_refused_recipient_names_the_smtp_side_and_its_address(sandbox, servers, user):
+    # README, "Error documents": an error of a server names its side and host:port, as the others do
+    done = send(sandbox, params(servers, user), REFUSED)
+    node = xmlio.parse(done.stdout).find("error")
+    assert (done.returncode, node.get("type"), node.get("object")) == (errors.EXIT_FAILURE, "send", "smtp")
+    assert xmlio.text(node, "param") == "127.0.0.1:%s" % params(servers, user)["smtp_port"]
+    assert "refused the recipient '%s'" % REFUSED in xmlio.text(node, "msg")
+
+
 def test_a_recipient_that_is_no_address_is_bad_input(sandbox, servers, user):
     done = send(sandbox, params(servers, user), "ivan@example.com\r\nRCPT TO:<x@y>")
     assert done.returncode == errors.EXIT_BAD_INPUT
@@ -1258,7 +1267,7 @@ def test_formtune_fills_the_choice_lists_and_defaults(sandbox):
     done = sandbox.run(MODULE, "--command", "formtune", input=form)
     root = xmlio.parse(done.stdout)
     lists = {s.get("name"): [v.text for v in s.findall("msg")] for s in root.findall("slist")}
-    assert lists == {"smtp_security": ["ssl", "starttls", "none"], "in_protocol": ["imap", "pop3", "none"],
+    assert lists == {"smtp_security": ["ssl", "starttls", "none"], "in_protocol": ["none", "imap", "pop3"],
                      "in_security": ["ssl", "starttls", "none"], "in_after": ["seen", "delete"]}
     assert root.find("metadata") is not None
     values = {name: xmlio.text(root, name) for name in ("in_limit", "timeout", "smtp_security", "verify_tls")}

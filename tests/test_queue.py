@@ -240,6 +240,23 @@ def test_sigkill_mid_batch_loses_nothing_and_repeats_at_most_one(queue):
     assert tasks(queue) == []
 
 
+EMPTY_XSLT = ('<xsl:stylesheet version="1.0" xmlns:xsl="http://www.w3.org/1999/XSL/Transform">'
+              '<xsl:output method="text"/><xsl:template match="/"> </xsl:template></xsl:stylesheet>')
+
+
+def test_nothing_to_send_counts_as_delivered_and_the_log_says_why(queue):
+    # README, "Nothing to send": no address, or a text that renders empty, is done without sending
+    no_address = queue.enqueue("ntjabber", "Счёт готов", notice(queue.project), dict(queue.user, jabber=" "))
+    empty = queue.enqueue("ntjabber", EMPTY_XSLT, notice(queue.project), queue.user)
+    files = [queue.path(r["filename"]) for r in tasks(queue)]
+    assert process(queue).returncode == 0
+    assert tasks(queue) == [] and delivered(queue) == []
+    assert not any(os.path.exists(f) for f in files)
+    log = queue.logs()["ntjabber.log"]
+    assert "INFO Task %d: user alice has no jabber; nothing to send" % no_address in log
+    assert "INFO Task %d: the rendered text is empty; nothing to send" % empty in log
+
+
 # --- getmessage: replies into tickets ------------------------------------------------------------------------
 
 @pytest.fixture
@@ -304,6 +321,35 @@ def test_unknown_ingoing_gateway_is_an_error(desk):
     done = desk.run("notify/ntjabber", "--command", "getmessage", "--gate", "9999")
     assert done.returncode == 1
     assert b"There is no active ingoing gateway 9999 of ntjabber" in done.stdout
+
+
+@pytest.mark.parametrize("gate", ["all", "broken id"])
+def test_a_gateway_that_fails_is_named_and_the_others_are_still_read(desk, gate):
+    # errors.PartialFailure: getmessage's empty answer has no room for a failure, so any makes it exit 1
+    broken = desk.add_gateway("gwnone", "ntjabber", {"jabber": "x@localhost"}, project=desk.project, gateway_type=2)
+    inbox(desk, ("alice@localhost", "#%d filed all the same" % desk.ticket))
+    done = desk.run("notify/ntjabber", "--command", "getmessage", "--gate", "all" if gate == "all" else str(broken))
+    assert done.returncode == 1, done.stdout
+    node = xmlio.parse(done.stdout).find("error")
+    assert node.get("type") == "send"
+    sentence = xmlio.text(node, "msg")
+    assert sentence.startswith("gateway %d (gwnone): The gateway module gwnone is not installed" % broken)
+    if gate == "all":
+        assert sentence.endswith("; what went through: gateways read 1 of 2, messages filed or answered 1")
+        assert [c["params"]["message"] for c in desk.mgrctl_calls()] == ["filed all the same"]
+    else:
+        assert sentence.endswith("; what went through: gateways read 0 of 1, messages filed or answered 0")
+        assert desk.mgrctl_calls() == []
+
+
+def test_every_failure_is_named(desk):
+    desk.add_gateway("gwnone", "ntjabber", {}, project=desk.project, gateway_type=2)
+    desk.add_gateway("gwgone", "ntjabber", {}, project=desk.project, gateway_type=2)
+    done = desk.run("notify/ntjabber", "--command", "getmessage", "--gate", "all")
+    assert done.returncode == 1
+    sentence = xmlio.text(xmlio.parse(done.stdout).find("error"), "msg")
+    assert sentence.startswith("2 failures: gateway ")
+    assert "(gwnone): The gateway module gwnone" in sentence and "(gwgone): The gateway module gwgone" in sentence
 
 
 # --- more faults --------------------------------------------------------------------------------------------

@@ -82,6 +82,53 @@ def test_bad_command_lines(sandbox, args, status, words):
     assert_no_traceback(done)
 
 
+@pytest.mark.parametrize("module, args, words", [
+    ("ntprobe", ["--command", "process", "--verbose", "1"],
+     "ntprobe --command process does not take the option --verbose; it takes no option but --command"),
+    ("ntprobe", ["--command", "process", "--gate", "all"], "ntprobe --command process does not take the option --gate"),
+    ("ntprobe", ["--command", "getmessage", "--gate", "all", "--task", "1"],
+     "ntprobe --command getmessage does not take the option --task; it takes only --gate ID|all"),
+    ("ntprobe", ["--command", "preview", "--task", "1", "--connect"],
+     "ntprobe --command preview does not take the option --connect; it takes only --task ID"),
+    ("ntprobe", ["--command", "doctor", "--gate", "1"],
+     "ntprobe --command doctor does not take the option --gate; it takes only --connect"),
+    ("gwprobe", ["--command", "features", "--connect"], "gwprobe --command features does not take the option --connect"),
+    ("gwprobe", ["--command", "check_connection", "--gate", "1"],
+     "gwprobe --command check_connection does not take the option --gate; it takes no option but --command"),
+    ("gwprobe", ["--command", "doctor", "--task", "1"],
+     "gwprobe --command doctor does not take the option --task; it takes only --connect, --gate ID"),
+    ("gwprobe", ["--command", "outgoing", "--gate", "1", "--dry-run", "yes"],
+     "gwprobe --command outgoing does not take the option --dry-run; it takes only --gate ID"),
+])
+def test_an_option_the_command_does_not_take_is_a_usage_error(sandbox, module, args, words):
+    done = sandbox.run(sandbox.install(module, "notify" if module.startswith("nt") else "gate"), *args)
+    assert done.returncode == errors.EXIT_USAGE, done.stdout
+    node = error_of(done)
+    assert (node.get("type"), xmlio.text(node, "msg")[:len(words)]) == ("usage", words)
+    assert node.get("object") == words.split("the option --")[1].split(";")[0]
+    assert_no_traceback(done)
+
+
+@pytest.mark.parametrize("module", repo_modules())
+def test_every_command_refuses_an_unknown_option(sandbox, module):
+    module = in_sandbox(sandbox, module)
+    commands = re.search(r"it answers: ([a-z_, ]+)", xmlio.text(error_of(sandbox.run(module, "--command", "nope")),
+                                                                 "msg")).group(1).split(", ")
+    assert "features" in commands
+    for command in commands:
+        done = sandbox.run(module, "--command", command, "--bogus", "1", input=b"<doc/>")
+        assert done.returncode == errors.EXIT_USAGE, (command, done.stdout)
+        assert "does not take the option --bogus" in xmlio.text(error_of(done), "msg")
+
+
+def test_a_gateway_takes_the_gate_billmanager_may_pass(sandbox):
+    # COMMAND_OPTIONS [ours]: BILLmanager's own ntsms and ntemail might pass --gate to outgoing and ingoing
+    done = sandbox.run(sandbox.install("gwprobe"), "--command", "ingoing", "--gate", "3",
+                       input=sandboxlib.gateway_request({"login": "x"}))
+    assert done.returncode == 0, done.stdout
+    assert len(xmlio.parse(done.stdout).findall("messages/message")) == 2
+
+
 @pytest.mark.parametrize("gate, status", [("all", 0), ("12", 0), ("", 2), ("1; rm -rf /", 2), ("-1", 2), ("١٢", 2)])
 def test_getmessage_gate_argument(sandbox, gate, status):
     done = sandbox.run(sandbox.install("ntprobe", "notify"), "--command", "getmessage", "--gate", gate)
@@ -99,6 +146,33 @@ def test_a_command_the_gateway_lacks_is_refused(sandbox, tmp_path):
     module = OutOnly(None, None)
     assert module.features() == ["outgoing"]
     assert module.commands() == ["doctor", "features", "outgoing"]
+
+
+# --- outgoing_batch: the exit status when part of the batch fails (errors.PartialFailure) ---------------------
+
+BATCH_HEAD = ('<?xml version="1.0" encoding="UTF-8"?>\n<doc><gateway><xmlparams>&lt;doc/&gt;</xmlparams></gateway>'
+              '<messages>\n<message id="1" to="alice@localhost"><body>delivered</body></message>\n'
+              '<message id="2" to="bob@localhost"><body>fail</body></message>\n')
+
+
+def test_a_batch_whose_messages_all_have_results_exits_0_even_when_some_failed(sandbox):
+    done = sandbox.run(sandbox.install("gwrecord"), "--command", "outgoing_batch",
+                       input=BATCH_HEAD + "</messages></doc>\n")
+    assert done.returncode == errors.EXIT_OK, done.stdout
+    results = xmlio.parse(done.stdout).findall("results/result")
+    assert [(r.get("id"), r.get("status")) for r in results] == [("1", "ok"), ("2", "error")]
+    assert "The recorder refused the message to bob@localhost" in results[1].text
+
+
+def test_a_batch_request_that_breaks_off_exits_3_with_the_error_after_the_results(sandbox):
+    done = sandbox.run(sandbox.install("gwrecord"), "--command", "outgoing_batch",
+                       input=BATCH_HEAD + '<message to="carol@localhost"><body>no id</body></message>')
+    assert done.returncode == errors.EXIT_BAD_INPUT, done.stdout
+    root = xmlio.parse(done.stdout)   # still one document: the results, then the error
+    assert [r.get("status") for r in root.findall("results/result")] == ["ok", "error"]
+    node = error_of(done)
+    assert (node.get("type"), node.get("object")) == ("xml", "message")
+    assert "has no id attribute" in xmlio.text(node, "msg")
 
 
 # --- each gateway command ----------------------------------------------------------------------------------

@@ -48,7 +48,8 @@ class Answer:
         return ", ".join("%s %s" % (name, value) for name, value in figures if value is not None)
 
 
-# ePochta's negative statuses (PROTOCOLS.md) as sentences; {login}, {sender}, {numbers} are filled in.
+# ePochta's negative statuses as sentences, the five its XML interface documents (PROTOCOLS.md); {login}, {sender},
+# {numbers} are filled in. Any other negative status gets OTHER_STATUS, which names the request and the status.
 STATUS_MESSAGES = {
     -1: "ePochta refused the login for user '{login}' (status -1); check the login and password, and that "
         "the XML interface is switched on in the ePochta account",
@@ -247,11 +248,14 @@ class EpochtaV3(_Client):
         self._private_key = private_key
 
     def send(self, sender, text, phone):
-        """sendSMS ``text`` from ``sender`` to ``phone``; the ``Answer`` with ePochta's id for the message."""
+        """sendSMS ``text`` from ``sender`` to ``phone``; the ``Answer`` with the id ePochta gave the message (None
+        when its answer has none). Unlike the XML interface's messageID, ePochta chooses it: a timeout cannot name it."""
+        trace = "look in ePochta's statistics for an SMS to %s at %s" % (phone, time.strftime("%Y-%m-%d %H:%M:%S"))
         result = self.call("sendSMS", [("sender", sender), ("text", text), ("phone", phone),
                                        ("datetime", ""), ("sms_lifetime", "0")],
-                           trace="look in ePochta's statistics", sender=sender, numbers=phone)
-        return Answer(1, str(result.get("id", "")), credits=result.get("price"), currency=result.get("currency"))
+                           trace=trace, sender=sender, numbers=phone)
+        given = str(result.get("id", "")).strip()
+        return Answer(1, given or None, credits=result.get("price"), currency=result.get("currency"))
 
     def balance(self):
         """getUserBalance: the ``Answer`` with the amount and its currency."""

@@ -63,6 +63,24 @@ class DeliveryError(MgrNotifyError):
     error_type = "send"
 
 
+class PartialFailure(DeliveryError):
+    """Part of a command's work failed and the rest was done: one sentence naming each failure, then what went through.
+
+    [ours] The rule for every command that does many independent things (README, "When part of the work fails"):
+    one failure never stops the rest, and the exit status tells what the answer cannot. ``process`` records each
+    failure in its task's ``err_info`` and ``outgoing_batch`` in its message's ``<result status="error">``, where
+    their callers look: they exit 0 once every task or message has its outcome. ``getmessage`` answers an empty
+    document, which has no room for one: any failure (a gateway of ``--gate all``, a message that could not be
+    filed) makes it exit 1 with this error.
+    """
+
+    def __init__(self, failures, done, obj=None):
+        failures = list(failures)
+        counted = "" if len(failures) == 1 else "%d failures: " % len(failures)
+        super().__init__("%s%s; what went through: %s" % (counted, "; ".join(failures), done), obj=obj)
+        self.failures = failures
+
+
 class DatabaseError(MgrNotifyError):
     """BILLmanager's database cannot be reached or rejected a statement."""
 

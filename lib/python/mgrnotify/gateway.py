@@ -12,8 +12,8 @@ import os
 import sys
 
 from . import redact, xmlio
-from .errors import InputError, MgrNotifyError, UsageError
-from .runner import Module, is_id
+from .errors import EXIT_FAILURE, InputError, MgrNotifyError, UsageError
+from .runner import Answered, Module, is_id
 from .settings import Settings
 
 GATEWAY_COMMANDS = ("outgoing", "ingoing", "formtune", "check_connection")
@@ -44,6 +44,10 @@ class Gateway(Module):
     notify_module = None
     #: features beyond the four standard commands, for modules of our own that call this gateway
     extra_features = ()
+    #: doctor's options are the admin's. [ours] BILLmanager's own ntsms and ntemail call outgoing and ingoing with
+    #: command lines that are not public, and ISPsystem's example passes ``--gate ID`` to a gateway's own command:
+    #: those two accept it (the gateway's row comes on stdin all the same) rather than fail a real installation.
+    COMMAND_OPTIONS = {"doctor": {"gate": "ID", "connect": None}, "outgoing": {"gate": "ID"}, "ingoing": {"gate": "ID"}}
 
     def features(self):
         """Names of the standard commands this gateway overrides, then its extra features."""
@@ -99,22 +103,28 @@ class Gateway(Module):
 
         The request is read as it arrives: a caller may keep this process for many batches and end the
         document when it has no more (gatewaycall.BatchChannel), so one session serves a whole run.
+        Exit status 0 once every message has its result, failed or not (the rule: ``errors.PartialFailure``);
+        1 when the caller stopped reading, 3 when the request broke off after the results began.
         """
         batch = _Batch(self)
+        broken = None
         try:
             for element in xmlio.stream_elements(0, ("gateway", "messages", "message"), "the outgoing_batch request"):
                 batch.take(element)
         except CallerGone:
             self.log.warning("The caller stopped reading results; the rest of the batch is left for its next run")
+            return Answered(EXIT_FAILURE)
         except InputError as e:
             if batch.stream is None:
                 raise
-            self.log.error("%s", e.message)   # results already went out: end them, report the rest as lost
+            self.log.error("%s", e.message)   # results already went out: end them, the error after them
+            broken = e
+            broken.object = broken.object or self.log.name
         finally:
-            batch.close()
+            batch.close(broken)
         if batch.stream is None:
             raise InputError("The outgoing_batch request has no <messages> element", obj="messages")
-        return None
+        return None if broken is None else Answered(broken.exit_status)
 
     def command_doctor(self):
         """Can this gateway work here? One line per check, for a person (README, "doctor"); exit 0 when it can.
@@ -259,13 +269,14 @@ class _Batch:
             return self.failure
         return self.gateway._send_one(self.session, message)
 
-    def close(self):
-        """Close the session and end the results."""
+    def close(self, error=None):
+        """Close the session and end the results (with ``error`` after them, when the request broke off)."""
         if self.session is not None:
             self.session.close()
+            self.session = None
         if self.stream is not None:
             try:
-                self.stream.close()
+                self.stream.close(error)
             except CallerGone:
                 pass
 
@@ -304,6 +315,10 @@ class ResultStream:
             if not acknowledged:
                 raise CallerGone()
 
-    def close(self):
-        """End the document."""
-        self._write("</results></doc>\n")
+    def close(self, error=None):
+        """End the document; ``error`` (an MgrNotifyError) goes after the results as the runner would write it."""
+        tail = ""
+        if error is not None:   # the <error> of the runner's own error document, so the two never differ
+            document = xmlio.error_document(error)
+            tail = document[document.index("<doc>") + len("<doc>"):document.rindex("</doc>")]
+        self._write("</results>%s</doc>\n" % tail)

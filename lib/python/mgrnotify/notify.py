@@ -70,6 +70,8 @@ class NotifyModule(Module):
     contact_type = None
     #: features BILLmanager knows for notification types: html, sms, call
     notify_features = ()
+    #: getmessage's --gate is BILLmanager's (its documentation); doctor's and preview's are the admin's
+    COMMAND_OPTIONS = {"getmessage": {"gate": "ID|all"}, "doctor": {"connect": None}, "preview": {"task": "ID"}}
 
     def command_features(self):
         """``<features>`` and ``<contact_type>``."""
@@ -83,7 +85,8 @@ class NotifyModule(Module):
         return xmlio.document()
 
     def command_getmessage(self):
-        """Fetch incoming messages through ``--gate ID`` or ``--gate all``."""
+        """Fetch incoming messages through ``--gate ID`` or ``--gate all``; an error naming each failure when part of
+        it failed, after the rest is done (``errors.PartialFailure``)."""
         gate = self.options.get("gate", "")
         if gate != "all" and not is_id(gate):
             raise errors.UsageError("getmessage needs --gate with a gateway id or 'all', not '%s'" % gate)
@@ -168,7 +171,8 @@ class NotifyModule(Module):
     # --- getmessage --------------------------------------------------------------------------------------
 
     def getmessage(self, gate):
-        """Fetch and file the incoming messages of gateway ``gate`` (an id, or ``all``)."""
+        """Fetch and file the incoming messages of gateway ``gate`` (an id, or ``all``); PartialFailure naming every
+        gateway that could not be read and every message that could not be filed, once the rest is done."""
         from .tickets import TicketDesk
         if self.config.do_nothing():
             self.log.info("etc/billmgr.DoNothing exists: no incoming messages are fetched while data is migrated")
@@ -181,6 +185,7 @@ class NotifyModule(Module):
                                      obj=gate)
         desk = TicketDesk(self.config, db, self.log, self.contact_type)
         failures = []
+        read = handled = 0
         for gateway in gateways:
             module = gatewaycall.GatewayModule(self.config, gateway.module, self.log)
             try:
@@ -188,8 +193,9 @@ class NotifyModule(Module):
                 messages = module.ingoing(gateway)
             except errors.MgrNotifyError as e:
                 self.log.error("%s: %s", gateway.describe(), e.message)
-                failures.append(e.message)
+                failures.append("%s: %s" % (gateway.describe(), e.message))
                 continue
+            read += 1
             for text, attrs in messages:
                 contact = self.normalize_contact(attrs.get("from", ""))
                 try:
@@ -197,12 +203,15 @@ class NotifyModule(Module):
                 except Exception as e:   # the message is off the server already: keep it in the log
                     self.log.exception("The message from %s could not be filed (%s); its text: %s",
                                        contact, e, text)
-                    failures.append("A message from %s could not be filed: %s" % (contact, e))
+                    failures.append("%s: a message from %s could not be filed (%s); its text is in %s"
+                                    % (gateway.describe(), contact, e, self.log.path))
                     continue
+                handled += 1
                 if reply and contact:
                     self._reply(module, gateway, contact, reply)
-        if failures and gate != "all":
-            raise errors.DeliveryError(failures[0], obj=gate)
+        if failures:
+            raise errors.PartialFailure(failures, "gateways read %d of %d, messages filed or answered %d"
+                                        % (read, len(gateways), handled), obj=gate)
 
     def _reply(self, module, gateway, contact, text):
         reason = module.outgoing(gateway, [xmlio.element("message", text), xmlio.element(self.contact_type, contact)])

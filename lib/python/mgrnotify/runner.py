@@ -1,8 +1,9 @@
 """The command-line protocol every module speaks: our equivalent of ISPsystem's ``RUN_MODULE``.
 
 BILLmanager runs ``gate/gwX --command NAME [--gate ID]`` with XML on stdin and reads XML on stdout.
-``Module.main()`` parses the arguments, calls the subclass's handler for the command and writes its
-document. Whatever goes wrong -- unknown command, bad arguments, unreadable input, a failure the
+``Module.main()`` parses the arguments, refuses an option the command does not take (``COMMAND_OPTIONS``),
+calls the subclass's handler for the command and writes its document. Whatever goes wrong -- unknown command,
+an option the command does not take, bad arguments, unreadable input, a failure the
 module reports, a defect -- ends as an error document on stdout and a non-zero exit status
 (see ``errors``); tracebacks go to the log only. The admin's own commands (``doctor``, ``preview``)
 answer a person rather than BILLmanager: they write plain text lines and return ``Answered(status)``.
@@ -21,7 +22,8 @@ FLAGS = {"connect"}
 
 
 class Answered:
-    """What a command returns when it has written its own answer for a person: the exit status to end with."""
+    """What a command returns when it has written its own answer (text for a person, or a streamed document):
+    the exit status to end with."""
 
     def __init__(self, status):
         self.status = status
@@ -62,6 +64,9 @@ class Module:
 
     #: the module's name, for its log file (var/NAME.log); by default the script's file name
     name = None
+    #: The options each command takes besides ``--command``, each with how its value is written (None: a flag
+    #: of FLAGS). Any other option, or one given to a command that does not take it, is a usage error (exit 2).
+    COMMAND_OPTIONS = {}
 
     def __init__(self, config, log, options=None):
         self.config = config
@@ -87,7 +92,19 @@ class Module:
         if command not in self.commands():
             raise errors.UsageError("%s has no command '%s'; it answers: %s"
                                     % (self.log.name, command, ", ".join(self.commands())), obj=command)
+        self.check_options(command)
         return getattr(self, "command_" + command)()
+
+    def check_options(self, command):
+        """UsageError for an option ``command`` does not take (``COMMAND_OPTIONS``), naming what it takes."""
+        takes = self.COMMAND_OPTIONS.get(command, {})
+        unknown = sorted(name for name in self.options if name != "command" and name not in takes)
+        if unknown:
+            usage = ", ".join("--%s%s" % (name, "" if hint is None else " " + hint) for name, hint in sorted(takes.items()))
+            raise errors.UsageError("%s --command %s does not take the option --%s; %s"
+                                    % (self.log.name, command, unknown[0],
+                                       "it takes only " + usage if usage else "it takes no option but --command"),
+                                    obj=unknown[0])
 
     @classmethod
     def main(cls, argv=None):
@@ -110,7 +127,7 @@ class Module:
                                 for k, v in sorted(options.items()) if k != "command"))
             output = module.dispatch(options["command"])
             status = errors.EXIT_OK
-            if isinstance(output, Answered):   # written already, for a person
+            if isinstance(output, Answered):   # written already
                 output, status = None, output.status
         except errors.MgrNotifyError as e:
             log.error("%s", e.message)

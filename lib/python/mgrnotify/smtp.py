@@ -114,22 +114,25 @@ class SMTPSession:
         try:
             refused = self.smtp.sendmail(sender, recipients, message, mail_options=options)
         except smtplib.SMTPRecipientsRefused as e:
-            address, (code, text) = sorted(e.recipients.items())[0]
-            raise SMTPRefused("The SMTP server %s refused the recipient '%s' (%d %s)"
-                              % (self.address, address, code, _text(text)), obj="email", value=address)
+            raise self._recipient_refused(e.recipients)
         except smtplib.SMTPSenderRefused as e:
             raise SMTPRefused("The SMTP server %s refused the sender '%s' (%s); check the gateway's email setting: "
                               "many servers accept only the mailbox the login belongs to"
-                              % (self.address, sender, _reply(e)), obj="email", value=sender)
+                              % (self.address, sender, _reply(e)), obj="smtp", value=self.address)
         except smtplib.SMTPDataError as e:
             raise SMTPRefused("The SMTP server %s refused the message (%s)" % (self.address, _reply(e)),
                               obj="smtp", value=self.address)
         except Exception as e:
             raise self._failure(e, "sending")
         if refused:
-            address, (code, text) = sorted(refused.items())[0]
-            raise SMTPRefused("The SMTP server %s refused the recipient '%s' (%d %s)"
-                              % (self.address, address, code, _text(text)), obj="email", value=address)
+            raise self._recipient_refused(refused)
+
+    def _recipient_refused(self, refused):
+        """The SMTPRefused for ``{address: (code, text)}``: like every failure of a server, it names the side
+        (``smtp``) and the server's host:port; the sentence names the address."""
+        address, (code, text) = sorted(refused.items())[0]
+        return SMTPRefused("The SMTP server %s refused the recipient '%s' (%d %s)"
+                           % (self.address, address, code, _text(text)), obj="smtp", value=self.address)
 
     def quit(self):
         """End the session politely; a server that already hung up is no failure once the mail is accepted."""
