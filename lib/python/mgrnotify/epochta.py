@@ -48,8 +48,8 @@ class Answer:
         return ", ".join("%s %s" % (name, value) for name, value in figures if value is not None)
 
 
-# ePochta's negative statuses as sentences, the five its XML interface documents (PROTOCOLS.md); {login}, {sender},
-# {numbers} are filled in. Any other negative status gets OTHER_STATUS, which names the request and the status.
+# ePochta's negative statuses as sentences, the five its XML interface documents (docs/PROTOCOLS.md);
+# {login}, {sender}, {numbers} are filled in. Any other negative status gets OTHER_STATUS, which names the request and the status.
 STATUS_MESSAGES = {
     -1: "ePochta refused the login for user '{login}' (status -1); check the login and password, and that "
         "the XML interface is switched on in the ePochta account",
@@ -65,7 +65,7 @@ STATUS_MESSAGES = {
 OTHER_STATUS = ("ePochta refused the {operation} request with status {status}; look the status up in "
                 "ePochta's XML interface documentation")
 
-# API 3.0 error codes (PROTOCOLS.md) as sentences; other codes show ePochta's own text.
+# API 3.0 error codes (docs/PROTOCOLS.md) as sentences; other codes show ePochta's own text.
 V3_CODE_MESSAGES = {
     300: "ePochta API 3.0 got no sender (code 300); fill the sender setting",
     301: "ePochta API 3.0 got no text (code 301); the message was empty",
