@@ -12,7 +12,7 @@ UNIT_TESTS := tests/test_library.py tests/test_template.py tests/test_db.py test
 IN_PROCESS := -k "not test_in_process" --ignore=tests/test_packages.py --ignore=tests/test_module_xml.py
 
 # rpm and deb are folders too: without .PHONY make would call them up to date.
-.PHONY: demo test deps vermin pytest pytest36 matrix reliability bench rpm deb clean
+.PHONY: demo test deps vermin pytest pytest36 matrix reliability mutate bench rpm deb clean
 
 demo: deps
 	$(PYTHON) tests/demo.py
@@ -54,6 +54,13 @@ matrix:
 # RELIABILITY.md from this run's reports: the fault matrix, the generated cases, the interpreters.
 reliability:
 	$(PYTHON) tests/reliability.py build
+
+# Each mutant of tests/mutation/mutants.py planted alone in a copy of the repository against its tests; prints every
+# mutant's fate and the score, writes the run into RELIABILITY.md. Not part of test: it takes about half an hour.
+# MUTATE_OPTIONS="--only ID,ID" runs some (not written), "-j 1" one copy at a time.
+mutate: deps
+	$(PYTHON) tests/mutation/run.py --check
+	$(PYTHON) tests/mutation/run.py $(MUTATE_OPTIONS)
 
 bench: deps
 	$(PYTHON) bench/run.py --write

@@ -13,7 +13,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import sandbox as sandboxlib  # noqa: E402
 from mgrnotify import xmlio, xmpp  # noqa: E402
 import prosody as prosodylib  # noqa: E402
-from localnet import free_port  # noqa: E402
+from localnet import FaultyServer, free_port  # noqa: E402
 from test_xmpp import STREAM_HEADER, FakeServer  # noqa: E402
 
 prosody = prosodylib.prosody   # the fixture: one Prosody for this file
@@ -331,3 +331,67 @@ def test_no_password_anywhere_at_debug_level(sandbox, prosody, trusted, gateway,
     for secret in (gateway[1], "wrong " + gateway[1]):
         for name, text in list(logs.items()) + [("output", "".join(outputs))]:
             assert secret not in text, name
+
+
+# --- certificate checks through outgoing, against a TLS server that is not Prosody (issue 15) -----------------
+
+def outgoing_to(sandbox, server, **settings):
+    """``outgoing`` of gwjabber to the FaultyServer ``server`` (direct TLS): (exit status, the error's msg)."""
+    params = dict({"jabber": "gw@localhost", "password": "pw-certificates-1", "server": "127.0.0.1",
+                   "port": str(server.port), "tls": "direct", "timeout": "2"}, **settings)
+    sandboxlib.remember_secret(params["password"])
+    done = sandbox.run(MODULE, "--command", "outgoing", timeout=60,
+                       input=sandboxlib.gateway_request(params, "hi", {"jabber": "alice@localhost"}))
+    error = xmlio.parse(done.stdout).find("error")
+    return done.returncode, xmlio.text(error, "msg") if error is not None else ""
+
+
+@pytest.mark.parametrize("verify_tls, refused", [(None, True), ("", True), ("on", True), ("off", False)],
+                         ids=["absent", "empty", "on", "off"])
+def test_an_untrusted_certificate_is_refused_unless_verify_tls_is_off(sandbox, tmp_path, monkeypatch, verify_tls,
+                                                                      refused):
+    """A gateway whose verify_tls is absent or empty (a row saved before the field existed, or by hand) checks
+    certificates; only an explicit off skips the check."""
+    monkeypatch.delenv("SSL_CERT_FILE", raising=False)
+    server = FaultyServer("other-name", str(tmp_path))
+    try:
+        status, sentence = outgoing_to(sandbox, server, **({} if verify_tls is None else {"verify_tls": verify_tls}))
+    finally:
+        server.stop()
+    assert status == 1
+    assert ("is not trusted for localhost" in sentence) == refused, sentence
+
+
+def test_a_trusted_certificate_for_another_name_is_refused_by_the_gateway(sandbox, tmp_path, monkeypatch):
+    """The system trusts the certificate (SSL_CERT_FILE), but it is issued for other.example, not localhost."""
+    server = FaultyServer("other-name", str(tmp_path))
+    monkeypatch.setenv("SSL_CERT_FILE", server.cert)
+    try:
+        status, sentence = outgoing_to(sandbox, server)
+        other = outgoing_to(sandbox, server, jabber="gw@other.example")
+    finally:
+        server.stop()
+    assert status == 1 and "is not trusted for localhost" in sentence, sentence
+    assert other[0] == 1 and "certificate" not in other[1].lower(), other   # trusted for its own name
+
+
+@pytest.mark.parametrize("name, value, refused", [
+    ("port", "65535", False), ("port", "65536", True), ("port", "0", True),
+    ("timeout", "1", False), ("timeout", "0", True), ("timeout", "300", False), ("timeout", "301", True),
+])
+def test_settings_at_the_ends_of_their_range(sandbox, name, value, refused):
+    """The ends of a setting's range are allowed (the gateway goes on to connect, and, most likely, finds nobody
+    there); one past either end is refused before any connection, naming the setting and its range."""
+    port = "65535" if name == "port" else str(free_port())
+    params = dict({"jabber": "gw@localhost", "password": "pw-ranges-1", "server": "127.0.0.1", "port": port,
+                   "timeout": "2"}, **{name: value})
+    sandboxlib.remember_secret(params["password"])
+    done = sandbox.run(MODULE, "--command", "outgoing", timeout=60,
+                       input=sandboxlib.gateway_request(params, "hi", {"jabber": "alice@localhost"}))
+    sentence = xmlio.text(xmlio.parse(done.stdout).find("error"), "msg")
+    assert done.returncode == 1
+    if refused:
+        high = "65535" if name == "port" else "300"
+        assert sentence == "The gateway setting '%s' must be between 1 and %s, not %s" % (name, high, value)
+    else:
+        assert sentence and "gateway setting" not in sentence, sentence

@@ -360,6 +360,24 @@ def test_settings_errors_name_the_setting(call, words):
     assert words in caught.value.message
 
 
+@pytest.mark.parametrize("value, low, high, expected", [
+    ("1", 1, 65535, 1), ("65535", 1, 65535, 65535), ("0", 1, 65535, None), ("65536", 1, 65535, None),
+    ("-1", 0, 10, None), ("0", 0, 10, 0), ("10", 0, 10, 10), ("11", 0, 10, None),
+    ("5", 5, 5, 5), ("4", 5, 5, None), ("6", 5, 5, None),
+    ("-70000", None, 65535, -70000), ("70000", 1, None, 70000), ("", 1, 65535, 25),
+])
+def test_settings_number_keeps_both_bounds(value, low, high, expected):
+    """Both ends of a range are allowed, one past either is refused (None: refused) naming the range."""
+    settings = Settings({"port": value})
+    if expected is None:
+        with pytest.raises(errors.ConfigError) as caught:
+            settings.number("port", 25, low, high)
+        assert caught.value.message == ("The gateway setting 'port' must be between %s and %s, not %s"
+                                        % (low, high, value))
+    else:
+        assert settings.number("port", 25, low, high) == expected
+
+
 def test_xmlparams_that_is_not_xml_is_an_input_error():
     request = xmlio.parse("<doc><gateway><xmlparams>&lt;doc&gt;&lt;login&gt;</xmlparams></gateway></doc>")
     with pytest.raises(errors.InputError) as caught:

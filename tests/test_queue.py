@@ -3,6 +3,7 @@ that delivers into a file (tests/stand-ins/gwrecord)."""
 
 import json
 import os
+import re
 import signal
 import subprocess
 import time
@@ -218,25 +219,6 @@ def test_two_runs_at_once_never_send_twice(queue):
         assert run.wait(120) == 0
     bodies = [d["body"] for d in delivered(queue)]
     assert sorted(bodies) == sorted("m%d" % i for i in range(300))
-    assert tasks(queue) == []
-
-
-def test_sigkill_mid_batch_loses_nothing_and_repeats_at_most_one(queue):
-    queue.enqueue_many([dict(modulename="ntjabber", template="k%d" % i, notice_xml=notice(queue.project),
-                             user=queue.user) for i in range(400)])
-    run = subprocess.Popen(queue.command("notify/ntjabber", "--command", "process"), cwd=queue.root,
-                           env=queue.env(), stdout=subprocess.DEVNULL)
-    deadline = time.time() + 60
-    while len(delivered(queue)) < 150 and time.time() < deadline:
-        time.sleep(0.01)
-    run.send_signal(signal.SIGKILL)
-    run.wait()
-    sent_before = len(delivered(queue))
-    assert 0 < sent_before < 400, "the kill must land mid-run"
-    assert process(queue).returncode == 0
-    bodies = [d["body"] for d in delivered(queue)]
-    assert set(bodies) == {"k%d" % i for i in range(400)}
-    assert len(bodies) - 400 <= 1, "at most the message in flight is sent twice"
     assert tasks(queue) == []
 
 
@@ -619,3 +601,94 @@ def test_queue_queries_stay_small_however_long_the_run(queue):
     assert len(lengths) == 6, "five batches of 100 and the empty one that ends the run"
     assert max(lengths) - min(lengths[1:]) < 10 and max(lengths) < 400, lengths   # the first has no cursor
     assert all(t["error_count"] == "1" for t in tasks(queue))
+
+
+# --- kills of planted bugs (issue 15): the error count, the batch size, the journal under SIGKILL ----------
+
+def test_each_failed_run_adds_one_to_the_error_count(queue):
+    """A task refused on every run counts 1, 2, 3: a count stuck at 1 would retry it forever, never reaching staff."""
+    task = queue.enqueue("ntjabber", "fail", notice(queue.project), queue.user)
+    for expected in ("1", "2", "3"):
+        assert process(queue).returncode == 0
+        assert [(int(t["id"]), t["error_count"]) for t in tasks(queue)] == [(task, expected)]
+
+
+def test_batches_hold_at_most_the_batch_size(queue):
+    from mgrnotify.queue import BATCH_SIZE
+    queue.enqueue_many([dict(modulename="ntjabber", template="b%d" % i, notice_xml=notice(queue.project),
+                             user=queue.user) for i in range(2 * BATCH_SIZE + 5)])
+    assert process(queue).returncode == 0
+    sizes = [int(n) for n in re.findall(r"Batch of (\d+) tasks", queue.logs()["ntjabber.log"])]
+    assert sizes == [BATCH_SIZE, BATCH_SIZE, 5]
+    assert len(delivered(queue)) == 2 * BATCH_SIZE + 5 and tasks(queue) == []
+
+
+KILL_TASKS = 150   # a batch of 100 and part of the next
+
+
+def wait_for_pause(box, run, timeout=60):
+    """The gwrecord pause marker ({"pid", "body"}), once the gateway has paused; fails if the run ends first."""
+    marker = box.path("var", "gwrecord.paused")
+    deadline = time.time() + timeout
+    while not os.path.exists(marker):
+        assert run.poll() is None, "the run ended before the gateway paused"
+        assert time.time() < deadline, "the gateway did not pause within %d s" % timeout
+        time.sleep(0.01)
+    with open(marker, encoding="utf-8") as f:
+        return json.loads(f.read())
+
+
+@pytest.mark.parametrize("paused", [0, 1, 50, 99, 100],
+                         ids=["first message", "second message", "mid-batch", "last of a batch", "between batches"])
+def test_sigkill_at_a_chosen_message_loses_nothing_and_repeats_only_the_one_in_flight(queue, paused):
+    """The run is killed while the gateway holds message ``paused`` delivered but not yet reported: every earlier
+    one was acknowledged, so journalled. The next run sends the rest, and only that one message twice."""
+    bodies = ["m%03d" % i for i in range(KILL_TASKS)]
+    queue.enqueue_many([dict(modulename="ntjabber", template=body, notice_xml=notice(queue.project),
+                             user=queue.user) for body in bodies])
+    with open(queue.path("var", "gwrecord.faults"), "w", encoding="utf-8") as f:
+        f.write(json.dumps({"match": bodies[paused], "do": "pause"}) + "\n")
+    run = subprocess.Popen(queue.command("notify/ntjabber", "--command", "process"), cwd=queue.root,
+                           env=queue.env(), stdout=subprocess.DEVNULL)
+    try:
+        marker = wait_for_pause(queue, run)
+    finally:
+        run.send_signal(signal.SIGKILL)
+        run.wait()
+    assert marker["body"] == bodies[paused]
+    assert [d["body"] for d in delivered(queue)] == bodies[:paused + 1]
+    if alive(marker["pid"]):   # it dies with the run (PR_SET_PDEATHSIG); this only makes sure
+        os.kill(marker["pid"], signal.SIGKILL)
+    os.unlink(queue.path("var", "gwrecord.faults"))
+    assert process(queue).returncode == 0
+    sent = [d["body"] for d in delivered(queue)]
+    assert sorted(set(sent)) == bodies, "no message lost"
+    assert {body: sent.count(body) for body in set(sent) if sent.count(body) > 1} == {bodies[paused]: 2}
+    assert tasks(queue) == []
+    journalled = paused % 100   # the batch before a kill between batches is committed already
+    if journalled:
+        assert ("Applied an interrupted run's journal: %d delivered, 0 failed" % journalled
+                in queue.logs()["ntjabber.log"])
+
+
+@pytest.mark.parametrize("ticket_format, prefix, filed", [
+    (None, "#", True), ("", "#", True), ("#id", "#", True), ("@id", "@", True),
+    (None, "@", False), ("", "@", False), ("#id", "@", False), ("@id", "#", False),
+], ids=lambda value: "absent" if value is None else repr(value) if isinstance(value, str) else None)
+def test_a_reply_is_read_with_its_gateways_ticket_format(desk, ticket_format, prefix, filed):
+    """A gateway's ticket_format (empty or absent: #id) decides the prefix a reply must start with."""
+    params = {"jabber": "bot@localhost", "password": "pw-q"}
+    if ticket_format is not None:
+        params["ticket_format"] = ticket_format
+    gate = desk.add_gateway("gwrecord", "ntjabber", params, project=desk.project, gateway_type=2, active="ON",
+                            name="format")
+    inbox(desk, ("alice@localhost", "%s%d thanks" % (prefix, desk.ticket)))
+    done = desk.run("notify/ntjabber", "--command", "getmessage", "--gate", str(gate))
+    assert done.returncode == 0, done.stdout
+    calls = [(c["func"], c["params"]["elid"], c["params"]["message"]) for c in desk.mgrctl_calls()]
+    answers = [d["body"] for d in delivered(desk)]
+    if filed:
+        assert (calls, answers) == ([("clientticket.edit", str(desk.ticket), "thanks")], [])
+    else:
+        expected = "%s123" % ("@" if ticket_format == "@id" else "#")
+        assert calls == [] and len(answers) == 1 and "for example: %s your text" % expected in answers[0], answers

@@ -14,7 +14,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from mgrnotify import srv, xmpp  # noqa: E402
 import prosody as prosodylib  # noqa: E402
-from localnet import free_port  # noqa: E402
+from localnet import FaultyServer, ScriptedServer, free_port  # noqa: E402
 from prosody import DOMAIN, DOMAIN_PLAIN, DOMAIN_SHA256  # noqa: E402
 
 prosody = prosodylib.prosody   # the fixture: one Prosody for this file
@@ -527,3 +527,124 @@ def test_debug_log_holds_stanzas_but_no_secret(prosody, mechanisms):
     plain = base64.b64encode(("\0%s\0%s" % (jid.split("@")[0], password)).encode()).decode()
     for secret in (password, plain[:-4], "<response xmlns", "<challenge", "<success"):
         assert secret not in text
+
+
+# --- a scripted server that completes SCRAM with a signature of its choosing (issue 15) -----------------------
+
+class ScramServer(ScriptedServer):
+    """An XMPP server on loopback (no TLS) that logs ``password`` in with SCRAM-SHA-1 and binds a resource,
+    whatever the client's proof, and ends the exchange with the server signature ``signature`` says: ``right``
+    (computed here, independently of mgrnotify), ``wrong`` (another key's), ``absent`` (no v=), or
+    ``wrong, as a challenge`` (v= in a <challenge>, then <success>, as some servers do)."""
+
+    SALT, ITERATIONS = b"salt of the scripted server", 4096
+
+    def __init__(self, password, signature):
+        self.password = password
+        self.signature = signature
+        super().__init__()
+
+    def session(self, connection):
+        import base64
+        import hashlib
+        import hmac
+        import re
+        connection.settimeout(5)
+        received = b""
+
+        def expect(pattern):
+            nonlocal received
+            while True:
+                found = re.search(pattern, received, re.S)
+                if found:
+                    received = received[found.end():]
+                    return found
+                data = connection.recv(65536)
+                if not data:
+                    raise OSError("the client hung up")
+                received += data
+
+        def features(inner):
+            connection.sendall(STREAM_HEADER + b"<stream:features>" + inner + b"</stream:features>")
+
+        expect(rb"<stream:stream[^>]*>")
+        features(b"<mechanisms xmlns='urn:ietf:params:xml:ns:xmpp-sasl'><mechanism>SCRAM-SHA-1</mechanism>"
+                 b"</mechanisms>")
+        client_first = base64.b64decode(expect(rb"<auth [^>]*>([^<]*)</auth>").group(1)).decode()
+        client_first_bare = client_first.split(",", 2)[2]
+        nonce = dict(part.split("=", 1) for part in client_first_bare.split(","))["r"] + "scripted"
+        server_first = "r=%s,s=%s,i=%d" % (nonce, base64.b64encode(self.SALT).decode(), self.ITERATIONS)
+        connection.sendall(b"<challenge xmlns='urn:ietf:params:xml:ns:xmpp-sasl'>%s</challenge>"
+                           % base64.b64encode(server_first.encode()))
+        client_final = base64.b64decode(expect(rb"<response [^>]*>([^<]*)</response>").group(1)).decode()
+        auth_message = "%s,%s,%s" % (client_first_bare, server_first, client_final.rsplit(",p=", 1)[0])
+        salted = hashlib.pbkdf2_hmac("sha1", self.password.encode(), self.SALT, self.ITERATIONS)
+        key = hmac.new(salted, b"Server Key", "sha1").digest() if self.signature == "right" else b"another key"
+        verifier = b"v=" + base64.b64encode(hmac.new(key, auth_message.encode(), "sha1").digest())
+        if self.signature == "absent":
+            verifier = b""
+        if self.signature.endswith("as a challenge"):
+            connection.sendall(b"<challenge xmlns='urn:ietf:params:xml:ns:xmpp-sasl'>%s</challenge>"
+                               % base64.b64encode(verifier))
+            expect(rb"<response[^>]*/>|<response[^>]*>[^<]*</response>")
+            verifier = b""
+        connection.sendall(b"<success xmlns='urn:ietf:params:xml:ns:xmpp-sasl'>%s</success>"
+                           % base64.b64encode(verifier))
+        expect(rb"<stream:stream[^>]*>")
+        features(b"<bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'/>")
+        request = expect(rb"<iq [^>]*id='([^']*)'").group(1)
+        connection.sendall(b"<iq type='result' id='%s'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'>"
+                           b"<jid>gw@localhost/scripted</jid></bind></iq>" % request)
+        while connection.recv(65536):
+            pass
+
+
+WRONG_SIGNATURE = ("the server's signature is wrong: it does not know the password, or someone is between us and "
+                   "the server")
+
+
+@pytest.mark.parametrize("signature, refusal", [
+    ("right", None),
+    ("wrong", WRONG_SIGNATURE),
+    ("wrong, as a challenge", WRONG_SIGNATURE),
+    ("absent", "the server's SCRAM message is malformed"),
+], ids=["right", "wrong", "wrong as a challenge", "absent"])
+def test_a_login_is_refused_unless_the_server_proves_it_knows_the_password(signature, refusal):
+    """The server lets any proof in; only its signature (RFC 5802 §3) tells a real server from an impostor."""
+    server = ScramServer("pencil", signature)
+    session = xmpp.XMPPClient("gw@localhost", host="127.0.0.1", port=server.port, tls="none",
+                              mechanisms=("SCRAM-SHA-1",), timeout=5)
+    try:
+        with session:
+            session.connect()
+            if signature == "right":
+                session.login("pencil")
+                assert session.bound_jid == "gw@localhost/scripted"
+            else:
+                with pytest.raises(xmpp.AuthError) as caught:
+                    session.login("pencil")
+                assert str(caught.value) == ("The XMPP server localhost failed the SCRAM-SHA-1 login for "
+                                             "gw@localhost: " + refusal)
+                assert session.bound_jid is None
+    finally:
+        server.close()
+
+
+@pytest.mark.parametrize("jid", ["gw@localhost", "gw@other.example"])
+def test_a_trusted_certificate_for_another_name_is_refused(tmp_path, jid):
+    """The certificate is trusted (cafile) but issued for other.example: refused for localhost, naming the
+    certificate and the domain; for other.example TLS is set up (and the silent server fails what follows)."""
+    server = FaultyServer("other-name", str(tmp_path))
+    session = xmpp.XMPPClient(jid, host="127.0.0.1", port=server.port, tls="direct", cafile=server.cert, timeout=2)
+    try:
+        with session, pytest.raises(xmpp.XMPPError) as caught:
+            session.connect()
+    finally:
+        server.stop()
+    if jid == "gw@localhost":
+        assert isinstance(caught.value, xmpp.TLSError) and not session.encrypted
+        assert str(caught.value).startswith("The TLS certificate of the XMPP server 127.0.0.1:%d is not trusted for "
+                                            "localhost (" % server.port), str(caught.value)
+        assert "localhost" in str(caught.value).split("(", 1)[1].lower()   # the reason names the mismatch
+    else:
+        assert not isinstance(caught.value, xmpp.TLSError) and session.encrypted, str(caught.value)
