@@ -146,6 +146,23 @@ def _plural(count, word):
 
 # ---- configuration and database ------------------------------------------------------------------
 
+def begin(module, tables):
+    """The opening every doctor shares: heading, config, database, ``tables``' columns checked.
+
+    Returns (report, db or None, {table: columns} or None); db is None when the database cannot be reached.
+    """
+    report = Report(module.log.name, module.log)
+    report.heading("doctor", module.config)
+    readable = check_config(report, module.config)
+    db = open_database(report, module.config, module.log.name, readable)
+    columns = None
+    if db is not None:
+        with report.guard("tables"):
+            columns = table_columns(db, tables)
+            check_tables(report, columns, tables)
+    return report, db, columns
+
+
 def check_config(report, config):
     """etc/billmgr.conf there and readable, and whether it names the database itself. False when it is there but
     cannot be read (nor, then, can the database settings)."""

@@ -134,13 +134,8 @@ class Gateway(Module):
         gate = self.options.get("gate")
         if gate is not None and not is_id(gate):
             raise UsageError("doctor takes --gate with a gateway id (digits), not '%s'" % gate, obj="gate")
-        report = doctor.Report(self.log.name, self.log)
-        report.heading("doctor", self.config)
-        readable = doctor.check_config(report, self.config)
-        db = doctor.open_database(report, self.config, self.log.name, readable)
+        report, db, _ = doctor.begin(self, doctor.GATEWAY_TABLES)
         if db is not None:
-            with report.guard("tables"):
-                doctor.check_tables(report, doctor.table_columns(db, doctor.GATEWAY_TABLES), doctor.GATEWAY_TABLES)
             with report.guard("gateways"):
                 if gate is None:
                     rows = db.query("SELECT * FROM gateway WHERE gateway_module = ? ORDER BY id", (self.log.name,))

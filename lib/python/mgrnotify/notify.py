@@ -98,16 +98,12 @@ class NotifyModule(Module):
         ``--connect`` also has every active gateway log in with its settings."""
         from . import doctor
         from .queue import TaskQueue
-        report = doctor.Report(self.log.name, self.log)
-        report.heading("doctor", self.config)
-        readable = doctor.check_config(report, self.config)
-        db = doctor.open_database(report, self.config, self.log.name, readable)
+        report, db, columns = doctor.begin(self, doctor.NOTIFY_TABLES)
         if db is not None:
-            with report.guard("tables"):
-                columns = doctor.table_columns(db, doctor.NOTIFY_TABLES)
-                doctor.check_tables(report, columns, doctor.NOTIFY_TABLES)
-                doctor.check_contact(report, self.config, columns, self.contact_type)
-                doctor.check_written(report, columns)
+            if columns is not None:
+                with report.guard("tables"):
+                    doctor.check_contact(report, self.config, columns, self.contact_type)
+                    doctor.check_written(report, columns)
             with report.guard("gateways"):
                 projects = doctor.providers(db)
                 checks = doctor.check_gateway_rows(report, self.config, self.log, gatewaycall.load(db, self.log.name),
