@@ -3,7 +3,9 @@
 Figures (issue 4 and 7): notifications per second through ``process`` for 1,000 queued notifications, as a
 ratio to the same XMPP client sending 1,000 messages over one session in a bare loop (goals: at least 300 per
 second, at most 2× the bare loop's time); the peak memory of ``process`` over a 10,000-task queue (goal: under
-64 MiB); the ``mysql`` client calls per 1,000 tasks. Prints figures, asserts nothing.
+64 MiB); the ``mysql`` client calls per 1,000 tasks. Issue 16: the same 1,000 through a proxy on loopback that
+adds 20 ms each way (tests/localnet.py DelayProxy), a server 40 ms away (goal: at least 200 a second), beside the
+bare loop over that proxy. Prints figures, asserts nothing.
 """
 
 import os
@@ -17,6 +19,7 @@ import timing  # noqa: E402  (puts tests/ and lib/python on sys.path)
 
 import prosody as prosodylib  # noqa: E402
 import sandbox as sandboxlib  # noqa: E402
+from localnet import DelayProxy  # noqa: E402
 from mgrnotify import xmpp  # noqa: E402
 
 TEMPLATE = "<%= project.name %>: услуга <%= item.name %> истекает завтра, {user.realname}"
@@ -35,6 +38,7 @@ sys.stderr.write("PEAK_KIB %d\n" % resource.getrusage(resource.RUSAGE_SELF).ru_m
 
 
 RECIPIENTS = 20   # Prosody keeps at most 10,000 offline messages per account; real queues have many users
+DELAY = 0.020     # seconds each way through the proxy: a 40 ms round trip
 
 
 def queue(box, project, users, count):
@@ -51,10 +55,11 @@ def mysql_calls(box):
         return 0
 
 
-def bare_loop(server, jid, password, to, count):
-    """The same client, one session, ``count`` messages and one ping: the floor for the queue's figure."""
+def bare_loop(server, jid, password, to, count, port=None):
+    """The same client, one session, ``count`` messages and one ping: the floor for the queue's figure (through
+    ``port``, a proxy's, when given)."""
     start = time.perf_counter()
-    with xmpp.XMPPClient(jid, host="127.0.0.1", port=server.port, cafile=server.cert, timeout=30) as client:
+    with xmpp.XMPPClient(jid, host="127.0.0.1", port=port or server.port, cafile=server.cert, timeout=30) as client:
         client.connect()
         client.login(password)
         for i in range(count):
@@ -90,6 +95,22 @@ def main():
                             1000 / elapsed, elapsed, done.returncode, left, bare, elapsed / bare,
                             "met" if 1000 / elapsed >= 300 and elapsed / bare <= 2 else "missed"))
             rows.append("| mysql client calls per 1,000 tasks | %d | | | | |" % calls)
+            box.close()
+        with tempfile.TemporaryDirectory() as folder, DelayProxy(("127.0.0.1", server.port), DELAY) as proxy:
+            box = sandboxlib.Sandbox(folder, mariadb)
+            project = box.add_project("Bench Hosting")
+            box.add_gateway("gwjabber", "ntjabber", server.settings(gw[0], gw[1], timeout="30", port=str(proxy.port)),
+                            project=project)
+            queue(box, project, users, 1000)
+            start = time.perf_counter()
+            done = box.run("notify/ntjabber", "--command", "process", timeout=600)
+            elapsed = time.perf_counter() - start
+            left = box.db.query("SELECT COUNT(*) AS n FROM notifytask")[0]["n"]
+            bare = bare_loop(server, gw[0], gw[1], users[0]["jabber"], 1000, proxy.port)
+            rows.append("| ntjabber process, 1,000 notifications over a 40 ms round trip | %.0f /s (%.2f s, exit %d, "
+                        "%s left) | bare loop over the same proxy %.2f s | %.2f× | ≥ 200 /s | %s |" % (
+                            1000 / elapsed, elapsed, done.returncode, left, bare, elapsed / bare,
+                            "met" if 1000 / elapsed >= 200 else "missed"))
             box.close()
         with tempfile.TemporaryDirectory() as folder:
             box = sandboxlib.Sandbox(folder, mariadb)

@@ -123,3 +123,93 @@ class ScriptedServer:
 
     def close(self):
         self.listener.close()
+
+
+class DelayProxy:
+    """A TCP proxy on 127.0.0.1 to ``target`` (host, port) that delays every byte by ``delay`` seconds each way
+    (so a round trip takes 2 × ``delay`` longer), without limiting throughput: what a server elsewhere looks
+    like. Each direction of each connection is a reader that stamps what it reads and a writer that sends it
+    when its time comes. ``port`` to connect to; ``stop()`` closes everything."""
+
+    def __init__(self, target, delay):
+        import threading
+        self.target, self.delay = target, delay
+        self.listener = socket.socket()
+        self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.listener.bind(("127.0.0.1", 0))
+        self.listener.listen(64)
+        self.port = self.listener.getsockname()[1]
+        self.sockets = []
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.stop()
+
+    def _serve(self):
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            try:
+                server = socket.create_connection(self.target, timeout=10)
+            except OSError:
+                client.close()
+                continue
+            server.settimeout(None)
+            for sock in (client, server):
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            self.sockets += [client, server]
+            self._pipe(client, server)
+            self._pipe(server, client)
+
+    def _pipe(self, source, sink):
+        import collections
+        import threading
+        import time
+        chunks = collections.deque()
+        ready = threading.Condition()
+
+        def read():
+            while True:
+                try:
+                    data = source.recv(65536)
+                except OSError:
+                    data = b""
+                with ready:
+                    chunks.append((time.monotonic() + self.delay, data))
+                    ready.notify()
+                if not data:
+                    return
+
+        def write():
+            while True:
+                with ready:
+                    while not chunks:
+                        ready.wait()
+                    due, data = chunks.popleft()
+                pause = due - time.monotonic()
+                if pause > 0:
+                    time.sleep(pause)
+                try:
+                    if not data:
+                        sink.shutdown(socket.SHUT_WR)
+                        return
+                    sink.sendall(data)
+                except OSError:
+                    return
+
+        threading.Thread(target=read, daemon=True).start()
+        threading.Thread(target=write, daemon=True).start()
+
+    def stop(self):
+        """Close the listener and every connection through it."""
+        self.listener.close()
+        for sock in self.sockets:
+            try:
+                sock.close()
+            except OSError:
+                pass

@@ -40,6 +40,13 @@ MATRIX = [
         ("process is killed (SIGKILL) mid-batch and run again",
          "Nothing lost; at most the one message in flight sent twice (results acknowledged one by one)",
          ["test_queue.py::test_sigkill_at_a_chosen_message"]),
+        ("process is killed (SIGKILL) mid-window, Prosody 40 ms away (a delaying proxy)",
+         "Nothing lost; at most gwjabber's window (32) sent twice",
+         ["test_ntjabber.py::test_sigkill_mid_window"]),
+        ("The XMPP server ends the stream mid-window (a message too big for it)",
+         "Those confirmed stay delivered; the one at fault and those on their way with it fail as 'may have been "
+         "delivered' (retried next run); the gateway logs in again for the rest",
+         ["test_gwjabber.py::test_a_broken_stream_fails_the_window"]),
         ("Two process runs start together", "A lock: one works, the others leave; nothing sent twice",
          ["test_queue.py::test_two_runs_at_once"]),
         ("A notification file missing, empty, not XML, with a DTD, not UTF-8",

@@ -14,7 +14,7 @@ import sandbox as sandboxlib  # noqa: E402
 from mgrnotify import xmlio, xmpp  # noqa: E402
 import prosody as prosodylib  # noqa: E402
 from localnet import FaultyServer, free_port  # noqa: E402
-from test_xmpp import STREAM_HEADER, FakeServer  # noqa: E402
+from test_xmpp import STREAM_HEADER, FakeServer, StrippedServer  # noqa: E402
 
 prosody = prosodylib.prosody   # the fixture: one Prosody for this file
 
@@ -221,6 +221,27 @@ def test_outgoing_batch_in_chunks(sandbox, prosody, trusted, gateway, alice):
     assert bodies == ["message %d" % n for n in range(1, 121) if n % 40]
 
 
+def test_a_broken_stream_fails_the_window_and_the_rest_go_after_a_new_login(sandbox, prosody, trusted, gateway,
+                                                                            alice):
+    """Message 3 is too big for Prosody, which ends the stream (policy-violation). 1 and 2 were confirmed before;
+    3 and whatever was on its way with it fail as "may have been delivered" (at most a window, none delivered
+    here); the gateway logs in again and every later message arrives."""
+    bodies = ["m%02d" % n for n in range(1, 61)]
+    bodies[2] = "x" * (600 * 1024)
+    messages = [(str(n), alice[0], "", body) for n, body in enumerate(bodies, 1)]
+    result = sandbox.run(MODULE, "--command", "outgoing_batch",
+                         input=batch_request(prosody.settings(*gateway), messages))
+    assert result.returncode == 0
+    results = [(r.get("id"), r.get("status"), r.text or "") for r in answer(result).findall("results/result")]
+    assert [r[0] for r in results] == [str(n) for n in range(1, 61)]
+    failed = [int(r[0]) for r in results if r[1] == "error"]
+    assert failed[0] == 3 and failed == list(range(3, 3 + len(failed))) and len(failed) <= 32, failed
+    assert all("may have been delivered" in r[2] and "XML stanza is too big" in r[2] for r in results if r[1] == "error")
+    assert sandbox.logs()["gwjabber.log"].count("Logged in to the XMPP server") == 2
+    arrived = [body for _, body, _ in read_messages(prosody, alice[0], alice[1], 100)]
+    assert arrived == [body for n, body in enumerate(bodies, 1) if n not in failed]
+
+
 @pytest.mark.parametrize("change,words", [
     ({"password": "wrong password"}, "refused the login for"),
     ({"port": "{free}"}, "Cannot connect to the XMPP server"),
@@ -373,6 +394,26 @@ def test_a_trusted_certificate_for_another_name_is_refused_by_the_gateway(sandbo
         server.stop()
     assert status == 1 and "is not trusted for localhost" in sentence, sentence
     assert other[0] == 1 and "certificate" not in other[1].lower(), other   # trusted for its own name
+
+
+@pytest.mark.parametrize("tls", [None, "", "starttls"], ids=["absent", "empty", "starttls"])
+def test_a_server_without_starttls_gets_no_password(sandbox, tls):
+    """A gateway left at the default (tls absent or empty) or set to starttls, facing a server that offers no
+    STARTTLS (or a man in the middle who strips it), fails without logging in: the password never leaves."""
+    server = StrippedServer()
+    params = {"jabber": "gw@localhost", "password": "pw-stripped-1", "server": "127.0.0.1",
+              "port": str(server.port), "timeout": "5"}
+    if tls is not None:
+        params["tls"] = tls
+    sandboxlib.remember_secret(params["password"])
+    try:
+        done = sandbox.run(MODULE, "--command", "outgoing", timeout=60,
+                           input=sandboxlib.gateway_request(params, "hi", {"jabber": "alice@localhost"}))
+    finally:
+        server.close()
+    sentence = xmlio.text(xmlio.parse(done.stdout).find("error"), "msg")
+    assert done.returncode == 1 and "offers no STARTTLS" in sentence, sentence
+    assert b"<auth" not in server.received and b"pw-stripped-1" not in server.received
 
 
 @pytest.mark.parametrize("name, value, refused", [

@@ -866,6 +866,27 @@ def test_a_recipient_that_is_no_address_is_bad_input(sandbox, servers, user):
     assert "is not a mail address" in error_of(done)[2]
 
 
+@pytest.mark.parametrize("side, security", [("smtp", "ssl"), ("smtp", "starttls"), ("imap", "ssl"),
+                                            ("imap", "starttls"), ("pop3", "ssl"), ("pop3", "starttls")])
+def test_every_tls_connection_checks_the_certificate(sandbox, servers, user, monkeypatch, side, security):
+    """Each kind of TLS connection (implicit and STARTTLS, SMTP, IMAP and POP3) refuses the test servers'
+    self-signed certificate once the system does not trust it, naming its side; verify_tls off lets it through."""
+    monkeypatch.delenv("SSL_CERT_FILE")
+    if side == "smtp":
+        settings = params(servers, user, smtp=security)
+        run = lambda: send(sandbox, settings, user + "@mail.example")   # noqa: E731
+    else:
+        settings = params(servers, user, inbound=side, in_security=security)
+        run = lambda: sandbox.run(MODULE, "--command", "ingoing",   # noqa: E731
+                                  input=sandboxlib.gateway_request(settings))
+    done = run()
+    assert done.returncode == errors.EXIT_FAILURE, done.stdout
+    kind, obj, sentence = error_of(done)
+    assert kind == "connect" and "%s server" % side.upper() in sentence and "certificate" in sentence, sentence
+    settings["verify_tls"] = "off"
+    assert run().returncode == 0
+
+
 def test_verify_tls_off_accepts_the_self_signed_servers(sandbox, servers, user, monkeypatch):
     monkeypatch.delenv("SSL_CERT_FILE")
     settings = params(servers, user, verify_tls="off")

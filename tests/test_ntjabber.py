@@ -3,12 +3,17 @@ from Jabber into tickets -- every module run as BILLmanager runs it, in the sand
 
 import itertools
 import os
+import re
+import signal
 import socket
+import subprocess
+import time
 
 import pytest
 
 import prosody as prosodylib
 import sandbox as sandboxlib
+from localnet import DelayProxy
 from mgrnotify import xmpp
 
 prosody = prosodylib.prosody
@@ -141,6 +146,58 @@ def test_one_xmpp_session_for_the_whole_run(jabber):
     log = jabber.logs()["gwjabber.log"]
     assert log.count("Logged in to the XMPP server") == 1
     assert len(read_messages(jabber.prosody, jabber.alice_jid, jabber.alice_password)) == 30
+
+
+def gateway_window():
+    """gate/gwjabber's WINDOW: the most messages on their way at once (read from the script, which is not a
+    module one can import)."""
+    with open(os.path.join(sandboxlib.REPO, "gate", "gwjabber"), encoding="utf-8") as f:
+        return int(re.search(r"^WINDOW = (\d+)", f.read(), re.M).group(1))
+
+
+def journal_entries(box):
+    try:
+        with open(box.path("var", "ntjabber.journal"), encoding="utf-8") as f:
+            return sum(1 for line in f if line.endswith("\n"))
+    except FileNotFoundError:
+        return 0
+
+
+@pytest.mark.parametrize("after", [1, 40, 97])
+def test_sigkill_mid_window_loses_nothing_and_repeats_at_most_the_window(jabber, after):
+    """The server is 40 ms away (a delaying proxy), so a window of messages is always on its way. The run is
+    SIGKILLed once ``after`` results are journalled; the next run sends the rest. Every notice arrives, and
+    at most a window's worth of them twice (README, "Delivery guarantees")."""
+    window = gateway_window()
+    bodies = ["далеко %03d" % i for i in range(150)]
+    with DelayProxy(("127.0.0.1", jabber.prosody.port), 0.020) as proxy:
+        far = jabber.add_project("Далёкий провайдер")
+        jabber.add_gateway("gwjabber", "ntjabber", jabber.prosody.settings(jabber.gw_jid, jabber.gw_password,
+                                                                           port=str(proxy.port), timeout="10"),
+                           project=far)
+        jabber.enqueue_many([dict(modulename="ntjabber", template=body, notice_xml=notice(far), user=jabber.alice)
+                             for body in bodies])
+        run = subprocess.Popen(jabber.command("notify/ntjabber", "--command", "process"), cwd=jabber.root,
+                               env=jabber.env(), stdout=subprocess.DEVNULL)
+        try:
+            deadline = time.time() + 60
+            while journal_entries(jabber) < after:
+                assert run.poll() is None, "the run ended before %d results were journalled" % after
+                assert time.time() < deadline
+                time.sleep(0.002)
+        finally:
+            run.send_signal(signal.SIGKILL)
+            run.wait()
+        killed_at = journal_entries(jabber)
+        assert killed_at < len(bodies), "the kill came after the run had finished"
+        time.sleep(0.5)   # what the killed gateway had on the wire reaches the server
+        done = jabber.run("notify/ntjabber", "--command", "process", timeout=120)
+    assert done.returncode == 0, done.stdout
+    assert tasks(jabber) == []
+    got = [body for _, body, _ in read_messages(jabber.prosody, jabber.alice_jid, jabber.alice_password, 2, 1000)]
+    assert sorted(set(got)) == bodies, "no notice lost"
+    twice = {body: got.count(body) for body in set(got) if got.count(body) > 1}
+    assert set(twice.values()) <= {2} and len(twice) <= window, (killed_at, twice)
 
 
 # --- replies into tickets ---------------------------------------------------------------------------------

@@ -291,6 +291,20 @@ def test_bad_replies_get_an_answer_and_touch_no_ticket(desk, sender, text, reply
     assert reply in answers[0]["body"]
 
 
+@pytest.mark.parametrize("sender", ["", "   "])
+def test_a_message_without_a_sender_is_not_filed_as_a_user_with_no_address(desk, sender):
+    # A user who never entered a Jabber address has the column empty; a message the gateway hands over with
+    # no (or a blank) sender must not match that user and write into their ticket.
+    _, nobody_account = desk.add_user("noaddress", jabber="")
+    ticket = desk.add_ticket(nobody_account)
+    inbox(desk, (sender, "#%d written by nobody" % ticket))
+    done = desk.run("notify/ntjabber", "--command", "getmessage", "--gate", "all")
+    assert done.returncode == 0, done.stdout
+    assert desk.mgrctl_calls() == []
+    assert delivered(desk) == []          # no address to answer
+    assert "Message from unknown sender" in desk.logs()["ntjabber.log"]
+
+
 def test_mgrctl_refusal_keeps_the_text_in_the_log(desk):
     desk.set_mgrctl_answer("clientticket.edit", "<doc><error type='access'><msg>Ticket closed</msg></error></doc>")
     inbox(desk, ("alice@localhost", "#%d keep me" % desk.ticket))
@@ -621,6 +635,22 @@ def test_batches_hold_at_most_the_batch_size(queue):
     sizes = [int(n) for n in re.findall(r"Batch of (\d+) tasks", queue.logs()["ntjabber.log"])]
     assert sizes == [BATCH_SIZE, BATCH_SIZE, 5]
     assert len(delivered(queue)) == 2 * BATCH_SIZE + 5 and tasks(queue) == []
+
+
+def test_a_journal_applied_twice_counts_its_failure_once(queue):
+    """A run killed after its journal reached the database but before it removed the journal leaves it for the
+    next run, which applies it again: the failure in it must still count once (1, then 2 for that next run's
+    own failure), or a task reaches staff after fewer tries than MAX_ERRORS promises."""
+    task = queue.enqueue("ntjabber", "fail", notice(queue.project), queue.user)
+    assert process(queue).returncode == 0
+    row = tasks(queue)[0]
+    assert row["error_count"] == "1" and not os.path.exists(queue.path("var", "ntjabber.journal"))
+    with open(queue.path("var", "ntjabber.journal"), "w", encoding="utf-8") as f:   # that run's journal, back
+        f.write(json.dumps({"task": str(task), "index": 0, "total": 1, "file": row["filename"], "count": 0,
+                            "reason": row["err_info"]}) + "\n")
+    assert process(queue).returncode == 0
+    assert "Applied an interrupted run's journal: 0 delivered, 1 failed" in queue.logs()["ntjabber.log"]
+    assert [(int(t["id"]), t["error_count"]) for t in tasks(queue)] == [(task, "2")]
 
 
 KILL_TASKS = 150   # a batch of 100 and part of the next

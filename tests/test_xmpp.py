@@ -6,6 +6,7 @@ import socket
 import struct
 import sys
 import threading
+import time
 
 import pytest
 
@@ -501,6 +502,25 @@ def test_bounce_is_an_error_for_that_message_only(prosody):
             session.send("not a jid", "x")
 
 
+def test_posted_messages_are_confirmed_each_by_its_own_ping(prosody):
+    """Three posted at once, their pings' answers and the bounce all arrived before the first is read: each
+    message is confirmed by its own ping, so the bounce between them stays with the second."""
+    sender, password = account(prosody)
+    recipient, _ = account(prosody)
+    with logged_in(prosody, sender, password) as session:
+        ids = [session.post(recipient, "first"), session.post("nobody-here@localhost", "second"),
+               session.post(recipient, "third")]
+        assert session.unconfirmed == 3
+        time.sleep(0.5)
+        got = session.confirmed()
+        while len(got) < 3:
+            got += session.confirmed(wait=True)
+        assert [message_id for message_id, _ in got] == ids and session.unconfirmed == 0
+        assert got[0][1] is None and got[2][1] is None
+        assert "refused the message to nobody-here@localhost (service-unavailable" in got[1][1]
+        assert session.confirmed(wait=True) == []   # nothing on its way: no wait
+
+
 class Lines:
     """A stand-in for mgrnotify's Log at debug level that keeps its lines."""
 
@@ -648,3 +668,46 @@ def test_a_trusted_certificate_for_another_name_is_refused(tmp_path, jid):
         assert "localhost" in str(caught.value).split("(", 1)[1].lower()   # the reason names the mismatch
     else:
         assert not isinstance(caught.value, xmpp.TLSError) and session.encrypted, str(caught.value)
+
+
+# --- a server that offers no STARTTLS: a stripping man in the middle (issue 15) -------------------------------
+
+class StrippedServer(ScriptedServer):
+    """An XMPP server on loopback whose features leave STARTTLS out (as a man in the middle who strips it would)
+    and offer SCRAM and PLAIN; ``received`` is everything a client sent it."""
+
+    def __init__(self):
+        self.received = b""
+        super().__init__()
+
+    def session(self, connection):
+        connection.settimeout(5)
+        while b"<stream:stream" not in self.received:
+            data = connection.recv(65536)
+            if not data:
+                return
+            self.received += data
+        connection.sendall(STREAM_HEADER + b"<stream:features><mechanisms xmlns='urn:ietf:params:xml:ns:xmpp-sasl'>"
+                           b"<mechanism>SCRAM-SHA-1</mechanism><mechanism>PLAIN</mechanism></mechanisms>"
+                           b"</stream:features>")
+        while True:
+            data = connection.recv(65536)
+            if not data:
+                return
+            self.received += data
+
+
+def test_tls_starttls_refuses_a_server_that_offers_no_starttls():
+    """With tls=starttls (the default) a server without STARTTLS is refused before any login: no <auth>, so
+    neither the password (PLAIN) nor a SCRAM exchange open to an offline guess goes out in clear."""
+    server = StrippedServer()
+    session = xmpp.XMPPClient("gw@localhost", host="127.0.0.1", port=server.port, timeout=5)
+    try:
+        with session, pytest.raises(xmpp.TLSError) as caught:
+            session.connect()
+            session.login("pencil")
+    finally:
+        server.close()
+    assert str(caught.value).startswith("The XMPP server 127.0.0.1:%d offers no STARTTLS, so the password would "
+                                        "travel in clear" % server.port), str(caught.value)
+    assert b"<auth" not in server.received and b"pencil" not in server.received

@@ -109,7 +109,8 @@ class Gateway(Module):
         batch = _Batch(self)
         broken = None
         try:
-            for element in xmlio.stream_elements(0, ("gateway", "messages", "message"), "the outgoing_batch request"):
+            for element in xmlio.stream_elements(0, ("gateway", "messages", "message"), "the outgoing_batch request",
+                                                 idle=batch.finish):
                 batch.take(element)
         except CallerGone:
             self.log.warning("The caller stopped reading results; the rest of the batch is left for its next run")
@@ -158,11 +159,18 @@ class Gateway(Module):
         return report.answer("%s can work here" % self.log.name, "%s cannot work here" % self.log.name)
 
     def _send_one(self, session, message):
+        """Send one ``<message>`` through ``session``: None when sent, else the reason it failed. A session that
+        keeps messages on their way (``submit``) is only handed it: None then means "handed over"."""
         try:
             files = [a.text for a in message.findall("attachments/attachment") if a.text]
             # Only a gateway advertising the attachments feature is sent files; its session takes them.
-            session.send(message.get("to", ""), xmlio.text(message, "subject"), xmlio.text(message, "body"),
-                         **({"attachments": files} if files else {}))
+            extra = {"attachments": files} if files else {}
+            if hasattr(session, "submit"):
+                session.submit(message.get("id"), message.get("to", ""), xmlio.text(message, "subject"),
+                               xmlio.text(message, "body"), **extra)
+            else:
+                session.send(message.get("to", ""), xmlio.text(message, "subject"), xmlio.text(message, "body"),
+                             **extra)
             return None
         except MgrNotifyError as e:
             self.log.error("Message %s to %s: %s", message.get("id"), message.get("to"), e.message)
@@ -176,6 +184,10 @@ class Gateway(Module):
         """Open one session for many messages: an object with ``send(to, subject, body)`` and ``close()``.
 
         A gateway with the ``attachments`` feature gets ``send(..., attachments=[path, ...])`` when a message has files.
+        A session that keeps several messages on their way at once has, instead of ``send``, ``window`` (how
+        many at most), ``submit(key, to, subject, body)`` (send without waiting; raise as ``send`` would for a
+        message that cannot go) and ``collect(wait)`` ([(key, None or the reason)] of the messages whose fate
+        is known; with ``wait``, at least one while any is on its way).
         """
         raise NotImplementedError
 
@@ -233,6 +245,9 @@ class _Batch:
         self.stream = None
         self.session = None
         self.failure = None   # why no message can go (a refused login, a bad setting)
+        # id -> None (on its way) or (its reason or None,): the messages taken and not yet reported, in order
+        import collections
+        self.on_the_way = collections.OrderedDict()
 
     def take(self, element):
         """Handle one complete element of the request."""
@@ -248,10 +263,13 @@ class _Batch:
         if self.stream is None:
             self.stream = ResultStream()
         if element.tag == "message":
-            self.stream.result(element.get("id"), self.send(element))
+            self.send(element)
 
     def send(self, message):
-        """Send one ``<message>`` through the session (opened on first use); None, or the reason it failed."""
+        """Send one ``<message>`` through the session (opened on first use) and report it: at once, or, through
+        a windowed session, once its fate is known and every earlier message's has been reported (results keep
+        the request's order), first waiting while the window is full."""
+        message_id = message.get("id")
         if self.failure is None and self.session is None:
             try:
                 if self.request is None:
@@ -261,11 +279,59 @@ class _Batch:
                 self.gateway.log.error("%s", e.message)
                 self.failure = e.message
         if self.failure is not None:
-            return self.failure
-        return self.gateway._send_one(self.session, message)
+            self._report([(message_id, self.failure)], add=True)
+            return
+        windowed = hasattr(self.session, "submit")
+        while windowed and len(self.on_the_way) >= max(1, self.session.window):
+            self._wait()
+        reason = self.gateway._send_one(self.session, message)
+        if windowed and reason is None:
+            self.on_the_way[message_id] = None
+            self._report(self.session.collect(wait=False))
+        else:
+            self._report([(message_id, reason)], add=True)
+
+    def finish(self):
+        """Wait for every message on its way and report it (``idle``: the caller may be waiting for these results
+        before it writes more)."""
+        while self.on_the_way:
+            self._wait()
+
+    def _wait(self):
+        outcomes = self.session.collect(wait=True)
+        if not outcomes:   # a session that lost track of them must not keep the batch waiting forever
+            outcomes = [(message_id, "%s lost track of this message; it may have been delivered"
+                         % self.gateway.log.name) for message_id, known in self.on_the_way.items() if known is None]
+        self._report(outcomes)
+
+    def _report(self, outcomes, add=False):
+        """Take the outcomes [(id, None or reason)] (``add``: of messages not on the way, known at once) and
+        write the results that are now next in order."""
+        for message_id, reason in outcomes:
+            if add or self.on_the_way.get(message_id, ()) is None:
+                self.on_the_way[message_id] = (reason,)
+        while self.on_the_way:
+            message_id, known = next(iter(self.on_the_way.items()))
+            if known is None:
+                return
+            del self.on_the_way[message_id]
+            self.stream.result(message_id, known[0])
 
     def close(self, error=None):
         """Close the session and end the results (with ``error`` after them, when the request broke off)."""
+        if self.on_the_way and self.stream is not None and not self.stream.gone:
+            try:
+                self.finish()
+            except CallerGone:
+                pass
+            except Exception as e:   # a defect while waiting: what is still on its way is reported failed
+                self.gateway.log.exception("Waiting for the messages on their way: internal error")
+                reason = ("%s failed with an internal error (%s) while waiting for the server; the message may "
+                          "have been delivered" % (self.gateway.log.name, type(e).__name__))
+                try:
+                    self._report([(message_id, reason) for message_id in list(self.on_the_way)])
+                except CallerGone:
+                    pass
         if self.session is not None:
             self.session.close()
             self.session = None
@@ -279,13 +345,15 @@ class _Batch:
 class ResultStream:
     """The answer of a batch command, one ``<result>`` line per message written as soon as it is done.
 
-    When the caller acknowledges results (``$MGRNOTIFY_BATCH_ACK_FD``), the next message waits until
-    the caller has recorded this one: a caller killed mid-batch then has at most one message
-    delivered that it did not record. Without it, results are only streamed.
+    When the caller acknowledges results (``$MGRNOTIFY_BATCH_ACK_FD``), nothing more is sent until the
+    caller has recorded this one: a caller killed mid-batch then has at most one message delivered that
+    it did not record, or, through a session that keeps several on their way, at most its ``window``.
+    Without it, results are only streamed.
     """
 
     def __init__(self, out=None):
         self.out = out or sys.stdout.buffer
+        self.gone = False   # the caller stopped reading (CallerGone was raised)
         ack = os.environ.get(ACK_FD_ENV, "")
         self.ack_fd = int(ack) if ack.isdigit() else None
         self._write('<?xml version="1.0" encoding="UTF-8"?>\n<doc><results>\n')
@@ -295,6 +363,7 @@ class ResultStream:
             self.out.write(text.encode("utf-8"))
             self.out.flush()
         except BrokenPipeError:
+            self.gone = True
             raise CallerGone()
 
     def result(self, message_id, error=None):
@@ -308,6 +377,7 @@ class ResultStream:
             except OSError:
                 acknowledged = b""
             if not acknowledged:
+                self.gone = True
                 raise CallerGone()
 
     def close(self, error=None):

@@ -185,13 +185,16 @@ class IMAPMailbox(Mailbox):
         """Leave the folder and log out; a connection that is already broken is just dropped."""
         if self.imap is None:
             return
+        imap, self.imap = self.imap, None
         try:
-            if self.imap.state == "SELECTED":
-                self.imap.close()
-            self.imap.logout()
+            if imap.state == "SELECTED":
+                imap.close()
+            imap.logout()
         except (OSError, imaplib.IMAP4.error):
-            self.imap.shutdown()
-        self.imap = None
+            try:
+                imap.shutdown()
+            except OSError:   # the socket is gone already (a TLS handshake that failed closed it)
+                pass
 
     def _ok(self, doing, method, *args):
         """The data of a command that must answer OK."""
@@ -271,11 +274,14 @@ class POP3Mailbox(Mailbox):
         """End the session; a connection that is already broken is just dropped."""
         if self.pop is None:
             return
+        pop, self.pop = self.pop, None
         try:
-            self.pop.quit()
-        except (OSError, poplib.error_proto):
-            self.pop.close()
-        self.pop = None
+            pop.quit()
+        except (OSError, AttributeError, poplib.error_proto):   # AttributeError: poplib after a failed STLS
+            try:
+                pop.close()
+            except OSError:   # the socket is gone already (a TLS handshake that failed closed it)
+                pass
 
     def _list(self):
         """(message number, uid) of every message; without UIDL (only usable when deleting) the number is the uid."""

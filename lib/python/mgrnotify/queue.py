@@ -8,8 +8,8 @@
   left for staff.
 - Each message's outcome goes to a journal file (``var/<module>.journal``, one JSON object a line) the
   moment the gateway reports it, and the database is updated once per batch from the journal. A run
-  killed mid-batch leaves the journal behind; the next run applies it first. So at most the one
-  message in flight at the kill is sent twice, and none is lost.
+  killed mid-batch leaves the journal behind; the next run applies it first. So only what was in
+  flight at the kill is sent twice (one message, or a windowed gateway's window), and none is lost.
 - Applying a journal twice changes nothing more: delivered notices are marked in their file by position
   (never removed), and a failure's ``error_count`` + 1 applies only to the count the task had when it was
   taken.

@@ -109,16 +109,22 @@ def fields(node):
     return {child.tag: child.text or "" for child in node if isinstance(child.tag, str)}
 
 
-def stream_elements(fd, tags, what="the input on stdin", chunk=65536):
+def stream_elements(fd, tags, what="the input on stdin", chunk=65536, idle=None):
     """Yield each element named in ``tags`` from the document arriving on file descriptor ``fd``, as soon
-    as it is complete (so a caller can feed a long-lived process). Defused like ``parse``."""
+    as it is complete (so a caller can feed a long-lived process). Defused like ``parse``.
+
+    ``idle()``, when given, is called before a read that would wait: nothing more has arrived yet, so the
+    consumer can finish what it started (a caller may be waiting for it before it sends more)."""
     import os
+    import select
     from xml.etree.ElementTree import ParseError, TreeBuilder, XMLPullParser
     from defusedxml.ElementTree import DefusedXMLParser
     from defusedxml import DefusedXmlException
     parser = XMLPullParser(events=("end",), _parser=DefusedXMLParser(target=TreeBuilder(), forbid_dtd=True))
     seen_any = False
     while True:
+        if idle is not None and not select.select([fd], [], [], 0)[0]:
+            idle()
         data = os.read(fd, chunk)
         try:
             if data:

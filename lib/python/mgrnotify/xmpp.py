@@ -394,6 +394,7 @@ class XMPPClient:
         self._id_prefix = os.urandom(4).hex()
         self._next_id = 0
         self._sent = {}            # id -> recipient, of messages sent since the last ping
+        self._posted = collections.OrderedDict()   # ping id -> message id, of posted messages not yet confirmed
         self._failures = {}        # id -> reason, of those the server bounced
         self._inbox = []
 
@@ -450,16 +451,68 @@ class XMPPClient:
 
     def send(self, to, body, subject=None):
         """Send a chat message; its id. The server's verdict comes with the next ``ping()``."""
+        message_id, stanza = self._message(to, body, subject)
+        self._send(stanza)
+        self._sent[message_id] = to
+        return message_id
+
+    def post(self, to, body, subject=None):
+        """Send a chat message and a ping after it, without waiting; its id. ``confirmed()`` tells when the
+        server has handled it: the answer to its own ping, which the server sends only after it has handled
+        the message (stanzas of a session are handled in order), so a bounce comes first. Many can be on
+        their way at once; how many is the caller's choice (its window). Not mixed with ``send``/``ping``."""
+        message_id, stanza = self._message(to, body, subject)
+        ping_id = self._new_id()
+        self._send(stanza + "<iq type='get' id='%s' to='%s'><ping xmlns='%s'/></iq>"
+                   % (ping_id, escape_attr(self.domain), NS_PING))
+        self._sent[message_id] = to
+        self._posted[ping_id] = message_id
+        return message_id
+
+    @property
+    def unconfirmed(self):
+        """How many posted messages the server has not confirmed yet."""
+        return len(self._posted)
+
+    def confirmed(self, wait=False):
+        """[(id, None, or why the server refused it)] of the posted messages confirmed since the last call,
+        oldest first. With ``wait`` it reads until at least one is (when any is unconfirmed), within the
+        timeout; without, it takes only what has already arrived. XMPPError when the stream breaks: then the
+        fate of the unconfirmed ones is unknown (those confirmed before the break were returned earlier or
+        are lost with this call's list: callers treat the error as the end of the session)."""
+        done = []
+        deadline = time.monotonic() + self.timeout
+        while self._posted and (self._reader.stanzas or (wait and not done) or self._readable()):
+            stanza = self._read(deadline, "waiting for the server to confirm the messages")
+            if stanza.tag == "{%s}iq" % NS_CLIENT and stanza.get("id") in self._posted:
+                # The server has handled everything sent before this ping: its message and any earlier one.
+                while self._posted:
+                    ping_id, message_id = self._posted.popitem(last=False)
+                    self._sent.pop(message_id, None)
+                    done.append((message_id, self._failures.pop(message_id, None)))
+                    if ping_id == stanza.get("id"):
+                        break
+            else:
+                self._handle(stanza)
+        return done
+
+    def _readable(self):
+        """Whether bytes have arrived that ``_read`` can take without waiting (decrypted ones included)."""
+        import select
+        if self.encrypted and self.sock.pending():
+            return True
+        return bool(select.select([self.sock], [], [], 0)[0])
+
+    def _message(self, to, body, subject):
+        """(id, the <message> stanza) of a chat message; MessageError for an address that is not a JID."""
         try:
             split_jid(to)
         except ValueError as e:
             raise MessageError("Cannot send the message: %s" % e)
         message_id = self._new_id()
         subject_xml = "<subject>%s</subject>" % escape(subject) if subject else ""
-        self._send('<message to="%s" type="chat" id="%s">%s<body>%s</body></message>'
-                   % (escape_attr(to), message_id, subject_xml, escape(body)))
-        self._sent[message_id] = to
-        return message_id
+        return message_id, ('<message to="%s" type="chat" id="%s">%s<body>%s</body></message>'
+                            % (escape_attr(to), message_id, subject_xml, escape(body)))
 
     def ping(self):
         """XEP-0199 ping: return once the server has handled all sent before; MessageError for any it bounced.
