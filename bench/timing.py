@@ -46,11 +46,17 @@ def wall(command, runs=40, input=b"", cwd=None, env=None):
 
 
 def compare(command, runs=40, input=b"", cwd=None, env=None):
-    """(median of command, median of the bare interpreter), measured interleaved in rounds."""
+    """(median of command, median of the bare interpreter), measured interleaved one run each: command, bare,
+    command, bare... (after two warm-up runs of each), so both see the same background load."""
     ours, base = [], []
-    for _ in range(4):
-        ours.append(wall(command, runs // 4, input, cwd, env))
-        base.append(wall(BASELINE, runs // 4))
+    for i in range(runs + 2):
+        for command_, times, stdin, folder, environment in ((command, ours, input, cwd, env),
+                                                            (BASELINE, base, b"", None, None)):
+            start = time.perf_counter()
+            subprocess.run(command_, input=stdin, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=folder,
+                           env=environment)
+            if i >= 2:
+                times.append(time.perf_counter() - start)
     return statistics.median(ours), statistics.median(base)
 
 

@@ -83,16 +83,17 @@ def discover():
 
 
 def load_class(script):
-    """The module class a script declares, loaded without running its ``main``."""
+    """The module class a script runs, loaded without running its ``main``: the one it declares, or imports from
+    the library (a short script), i.e. the module class in its namespace that no other one there derives from."""
     from mgrnotify.runner import Module
     name = "fuzzed_" + os.path.basename(script)
     loader = importlib.machinery.SourceFileLoader(name, script)
     spec = importlib.util.spec_from_loader(name, loader)
     module = importlib.util.module_from_spec(spec)
     loader.exec_module(module)
-    classes = [obj for obj in vars(module).values()
-               if isinstance(obj, type) and issubclass(obj, Module) and obj.__module__ == name]
-    assert len(classes) == 1, "%s must declare exactly one module class, not %s" % (script, classes)
+    found = [obj for obj in vars(module).values() if isinstance(obj, type) and issubclass(obj, Module)]
+    classes = [cls for cls in found if not any(other is not cls and issubclass(other, cls) for other in found)]
+    assert len(classes) == 1, "%s must run exactly one module class, not %s" % (script, classes)
     return classes[0]
 
 

@@ -4,7 +4,6 @@ with a line that names it -- run as an admin runs it, against the real database,
 import fcntl
 import os
 import shutil
-import subprocess
 
 import pytest
 
@@ -278,15 +277,3 @@ def test_bad_arguments_are_an_error_document(probes, module, args, words):
     done = probes.run(module, "--command", "doctor", *args)
     assert done.returncode == 2
     assert words in xmlio.text(xmlio.parse(done.stdout).find("error"), "msg")
-
-
-def test_features_does_not_load_the_doctor(sandbox):
-    """The admin's commands are imported when asked for: --command features stays as light as it was."""
-    wrapper = ("import runpy, sys\nsys.argv = sys.argv[1:]\ntry:\n    runpy.run_path(sys.argv[0], run_name='__main__')"
-               "\nexcept SystemExit:\n    pass\nsys.stderr.write('MODULES ' + ' '.join(sorted(sys.modules)))\n")
-    for module in ("notify/ntjabber", "gate/gwjabber"):
-        done = subprocess.run([sandboxlib.MODULE_PYTHON or "/usr/bin/python3", "-c", wrapper, sandbox.path(module),
-                               "--command", "features"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                              cwd=sandbox.root, env=sandbox.env(), timeout=60)
-        loaded = done.stderr.decode().rsplit("MODULES ", 1)[1].split()
-        assert not {"mgrnotify.doctor", "mgrnotify.preview", "mgrnotify.template"} & set(loaded), module

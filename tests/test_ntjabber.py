@@ -3,7 +3,6 @@ from Jabber into tickets -- every module run as BILLmanager runs it, in the sand
 
 import itertools
 import os
-import re
 import signal
 import socket
 import subprocess
@@ -149,10 +148,9 @@ def test_one_xmpp_session_for_the_whole_run(jabber):
 
 
 def gateway_window():
-    """gate/gwjabber's WINDOW: the most messages on their way at once (read from the script, which is not a
-    module one can import)."""
-    with open(os.path.join(sandboxlib.REPO, "gate", "gwjabber"), encoding="utf-8") as f:
-        return int(re.search(r"^WINDOW = (\d+)", f.read(), re.M).group(1))
+    """gwjabber's WINDOW: the most messages on their way at once."""
+    from mgrnotify.jabbergateway import WINDOW
+    return WINDOW
 
 
 def journal_entries(box):

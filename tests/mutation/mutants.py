@@ -23,6 +23,8 @@ EPOCHTA = "lib/python/mgrnotify/epochta.py"
 SMS = "lib/python/mgrnotify/sms.py"
 MAIL = "lib/python/mgrnotify/mail.py"
 DB = "lib/python/mgrnotify/db.py"
+EPOCHTA_GATEWAY = "lib/python/mgrnotify/epochtagateway.py"
+MAIL_GATEWAY = "lib/python/mgrnotify/mailgateway.py"
 
 
 class Mutant:
@@ -44,7 +46,7 @@ MUTANTS = [
            "context = tls.context(self.verify_tls, self.cafile)\n        context.check_hostname = False\n",
            "any trusted certificate is accepted for any XMPP domain",
            ["tests/test_xmpp.py", "tests/test_gwjabber.py"], issue=True),
-    Mutant("gwjabber-verify-default-off", "gate/gwjabber",
+    Mutant("gwjabber-verify-default-off", "lib/python/mgrnotify/jabbergateway.py",
            '"verify_tls": "on",', '"verify_tls": "off",',
            "certificate checks silently off for a Jabber gateway whose verify_tls field is empty",
            ["tests/test_gwjabber.py", "tests/test_defaults.py"], issue=True),
@@ -190,11 +192,11 @@ MUTANTS = [
            "(low is not None and number < low)", "(low is not None and number <= low)",
            "the smallest allowed value (a timeout of 1 s, port 1) refused",
            ["tests/test_library.py", "tests/test_defaults.py"]),
-    Mutant("gwepochta-verify-default-off", "gate/gwepochta",
+    Mutant("gwepochta-verify-default-off", EPOCHTA_GATEWAY,
            '"verify_tls": "on"}', '"verify_tls": "off"}',
            "SMS credentials go to any server posing as ePochta when verify_tls is empty",
            ["tests/test_gwepochta.py", "tests/test_defaults.py"]),
-    Mutant("gwmail-verify-default-off", "gate/gwmail",
+    Mutant("gwmail-verify-default-off", MAIL_GATEWAY,
            '                "verify_tls": "on",\n', '                "verify_tls": "off",\n',
            "mail passwords go to any server when verify_tls is empty",
            ["tests/test_gwmail.py", "tests/test_defaults.py"]),
@@ -276,9 +278,9 @@ MUTANTS = [
 
     # --- header building -----------------------------------------------------------------------------------
     Mutant("mail-header-keeps-line-breaks", MAIL,
-           '"".join(c if c.isprintable() else " " for c in decode_words(value))',
-           '"".join(c if c.isprintable() or c in "\\r\\n" else " " for c in decode_words(value))',
-           "a line break in a subject or name starts a header of its own",
+           '" ".join("".join(c if c.isprintable() else " " for c in decode_words(value)).split())',
+           'decode_words(value).replace("\\r\\n", " ")',
+           "only CRLF is taken out of a subject or name: a lone LF, CR or U+2028 starts a header of its own",
            ["tests/test_gwmail.py"]),
     Mutant("mail-plain-encoded-word", MAIL,
            'all(" " < c <= "~" for c in word) and "=?" not in word', 'all(" " < c <= "~" for c in word)',
@@ -304,4 +306,26 @@ MUTANTS = [
            "        if not math.isfinite(value):\n", "        if math.isnan(value):\n",
            "infinity is written into the statement as 'inf', which MariaDB reads as a column name",
            ["tests/test_db.py"]),
+
+    # --- pipelined delivery (issue 16) ------------------------------------------------------------------
+    Mutant("batch-window-unbounded", "lib/python/mgrnotify/gateway.py",
+           "        while windowed and len(self.on_the_way) >= max(1, self.session.window):\n",
+           "        while windowed and len(self.on_the_way) >= 1000:\n",
+           "a run killed mid-batch leaves a whole batch delivered and unrecorded: up to 100 duplicates, not 32",
+           ["tests/test_ntjabber.py::test_sigkill_mid_window_loses_nothing_and_repeats_at_most_the_window"]),
+    Mutant("jabber-stream-end-fails-the-window", "lib/python/mgrnotify/jabbergateway.py",
+           "        if isinstance(error, StreamEnded):\n", "        if False:\n",
+           "one message too big for the server fails every message on its way with it, in every run, until all "
+           "of them are left for staff",
+           ["tests/test_gwjabber.py", "tests/test_hostile_values.py"]),
+    Mutant("xmpp-confirm-ignores-bounce", XMPP,
+           "done.append((message_id, self._failures.pop(message_id, None)))",
+           "done.append((message_id, None))",
+           "a message the server bounced (no such user) counts as delivered and leaves the queue",
+           ["tests/test_gwjabber.py", "tests/test_ntjabber.py"]),
+    Mutant("xmpp-confirm-takes-later-pings", XMPP,
+           "                        if ping_id == stanza.get(\"id\"):\n                            break\n",
+           "",
+           "one ping's answer confirms every message on its way, those the server has not handled yet included",
+           ["tests/test_gwjabber.py", "tests/test_ntjabber.py", "tests/test_xmpp.py"]),
 ]

@@ -14,7 +14,6 @@ import sys
 from . import redact, xmlio
 from .errors import EXIT_FAILURE, InputError, MgrNotifyError, UsageError
 from .runner import Answered, Module, is_id
-from .settings import Settings
 
 GATEWAY_COMMANDS = ("outgoing", "ingoing", "formtune", "check_connection")
 # Our own feature and command: many messages over one server session (see gatewaycall and README).
@@ -65,6 +64,7 @@ class Gateway(Module):
     def read_request(self):
         """Stdin parsed, with the settings it carries."""
         root = self.read_input()
+        from .settings import Settings
         return Request(root, Settings.from_request(root, self.log.name))
 
     def command_features(self):
@@ -81,6 +81,7 @@ class Gateway(Module):
     def command_check_connection(self):
         """The form back, with every secret in it blanked, if ``check_connection`` raised nothing."""
         root = self.read_input("the settings form")
+        from .settings import Settings
         self.check_connection(Request(root, Settings.from_request(root, self.log.name, form=True)))
         return xmlio.serialize(without_secrets(root))
 
@@ -256,6 +257,7 @@ class _Batch:
             import copy
             root = Element("doc")
             root.append(copy.deepcopy(element))   # the stream clears each element once handled
+            from .settings import Settings
             self.request = Request(root, Settings.from_request(root, self.gateway.log.name))
             return
         if element.tag == "message" and not element.get("id"):

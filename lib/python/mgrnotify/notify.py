@@ -13,7 +13,7 @@ holding the address) and ``notify_features``; the base does the rest, for every 
   and ``preview --task ID`` (a task as ``process`` would send it, sending nothing: ``preview.py``).
 """
 
-from . import errors, gatewaycall, xmlio
+from . import errors, xmlio
 from .runner import Module, is_id
 
 
@@ -96,7 +96,7 @@ class NotifyModule(Module):
     def command_doctor(self):
         """Can this type work here? One line per check, for a person (README, "doctor"); exit 0 when it can.
         ``--connect`` also has every active gateway log in with its settings."""
-        from . import doctor
+        from . import doctor, gatewaycall
         from .queue import TaskQueue
         report, db, columns = doctor.begin(self, doctor.NOTIFY_TABLES)
         if db is not None:
@@ -140,6 +140,7 @@ class NotifyModule(Module):
 
     def process(self):
         """Send the queued notifications of this type, batch after batch."""
+        from . import gatewaycall   # here, not at the top: --command features stays fast
         from .queue import TaskQueue
         db = self._database()
         queue = TaskQueue(self.config, db, self.log.name, self.log)
@@ -169,6 +170,7 @@ class NotifyModule(Module):
     def getmessage(self, gate):
         """Fetch and file the incoming messages of gateway ``gate`` (an id, or ``all``); PartialFailure naming every
         gateway that could not be read and every message that could not be filed, once the rest is done."""
+        from . import gatewaycall
         from .tickets import TicketDesk
         if self.config.do_nothing():
             self.log.info("etc/billmgr.DoNothing exists: no incoming messages are fetched while data is migrated")
@@ -267,11 +269,13 @@ class _Sender:
 
     def _route(self, project_id):
         """The gateway of a provider's notices: chosen once per run, and logged once."""
+        from . import gatewaycall
         if project_id not in self.routes:
             self.routes[project_id] = gatewaycall.outgoing_for(self.gateways, project_id, self.log)
         return self.routes[project_id]
 
     def _deliver(self, gateway, messages):
+        from . import gatewaycall
         module = self.gateway_modules.get(gateway.module)
         if module is None:
             module = self.gateway_modules[gateway.module] = gatewaycall.GatewayModule(

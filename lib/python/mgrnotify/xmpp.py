@@ -128,6 +128,12 @@ class StreamError(XMPPError):
     """The server ended the stream with an error, closed it, or sent something that is not XMPP."""
 
 
+class StreamEnded(StreamError):
+    """The server itself ended the stream, with a stream error or its closing tag (not a lost connection). It
+    handles a session's stanzas in order (RFC 6120 §10.1) and nothing after the point it stopped at, so of the
+    messages sent and not yet confirmed only the first can have been handled: the rest were not."""
+
+
 class MessageError(XMPPError, DeliveryError):
     """Messages were not accepted; ``failures`` maps each bounced message's id to the reason."""
 
@@ -477,23 +483,27 @@ class XMPPClient:
     def confirmed(self, wait=False):
         """[(id, None, or why the server refused it)] of the posted messages confirmed since the last call,
         oldest first. With ``wait`` it reads until at least one is (when any is unconfirmed), within the
-        timeout; without, it takes only what has already arrived. XMPPError when the stream breaks: then the
-        fate of the unconfirmed ones is unknown (those confirmed before the break were returned earlier or
-        are lost with this call's list: callers treat the error as the end of the session)."""
+        timeout; without, it takes only what has already arrived. XMPPError when the stream breaks, with the
+        list of those confirmed before the break as its ``confirmed``; the fate of the others is unknown, or,
+        after a ``StreamEnded``, known for all but the first (see there)."""
         done = []
         deadline = time.monotonic() + self.timeout
-        while self._posted and (self._reader.stanzas or (wait and not done) or self._readable()):
-            stanza = self._read(deadline, "waiting for the server to confirm the messages")
-            if stanza.tag == "{%s}iq" % NS_CLIENT and stanza.get("id") in self._posted:
-                # The server has handled everything sent before this ping: its message and any earlier one.
-                while self._posted:
-                    ping_id, message_id = self._posted.popitem(last=False)
-                    self._sent.pop(message_id, None)
-                    done.append((message_id, self._failures.pop(message_id, None)))
-                    if ping_id == stanza.get("id"):
-                        break
-            else:
-                self._handle(stanza)
+        try:
+            while self._posted and (self._reader.stanzas or (wait and not done) or self._readable()):
+                stanza = self._read(deadline, "waiting for the server to confirm the messages")
+                if stanza.tag == "{%s}iq" % NS_CLIENT and stanza.get("id") in self._posted:
+                    # The server has handled everything sent before this ping: its message and any earlier one.
+                    while self._posted:
+                        ping_id, message_id = self._posted.popitem(last=False)
+                        self._sent.pop(message_id, None)
+                        done.append((message_id, self._failures.pop(message_id, None)))
+                        if ping_id == stanza.get("id"):
+                            break
+                else:
+                    self._handle(stanza)
+        except XMPPError as e:
+            e.confirmed = done   # what was confirmed before the break still counts
+            raise
         return done
 
     def _readable(self):
@@ -672,7 +682,7 @@ class XMPPClient:
         reader = self._reader
         while not reader.stanzas:
             if reader.closed:
-                raise StreamError("The XMPP server %s closed the stream while %s" % (self._where(), what))
+                raise StreamEnded("The XMPP server %s closed the stream while %s" % (self._where(), what))
             self.sock.settimeout(self._remaining(deadline, what))
             try:
                 data = self.sock.recv(READ_SIZE)
@@ -692,7 +702,7 @@ class XMPPClient:
                                   % (self._where(), e, what, "" if self.encrypted else " without TLS"))
         stanza = reader.stanzas.popleft()
         if stanza.tag == "{%s}error" % NS_STREAM:
-            raise StreamError("The XMPP server %s ended the stream (%s)"
+            raise StreamEnded("The XMPP server %s ended the stream (%s)"
                               % (self._where(), _explain(*_condition(stanza, NS_STREAM_ERRORS),
                                                          table=_STREAM_ERRORS)))
         return stanza
