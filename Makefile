@@ -8,8 +8,11 @@ MATRIX := $(foreach v,3.9 3.12 3.13,$(firstword $(wildcard $(PYENV)/$(v).*/bin/p
 MODULES := $(wildcard gate/* notify/*)
 # The library's own tests, run by pytest under every interpreter (the modules they start use it too).
 UNIT_TESTS := tests/test_library.py tests/test_template.py tests/test_db.py tests/test_xmpp.py
-# Tests that run no module in a subprocess: the runs with the modules under another interpreter leave them out.
-IN_PROCESS := -k "not test_in_process" --ignore=tests/test_packages.py --ignore=tests/test_module_xml.py
+# Tests that run no module in a subprocess: the runs with the modules under another interpreter leave them out. So
+# does the queue model on utf8mb4 and latin1 tables: the table's charset is the database's business, not the
+# interpreter's, and utf8 (utf8mb3), the oldest installations' charset, is kept (the whole run stays in budget).
+IN_PROCESS := -k "not test_in_process and not (test_queue_model and (utf8mb4 or latin1))" \
+	--ignore=tests/test_packages.py --ignore=tests/test_module_xml.py
 
 # rpm and deb are folders too: without .PHONY make would call them up to date.
 .PHONY: demo test deps vermin pytest pytest36 matrix reliability mutate bench rpm deb clean
