@@ -165,7 +165,7 @@ def journal_entries(box):
 def test_sigkill_mid_window_loses_nothing_and_repeats_at_most_the_window(jabber, after):
     """The server is 40 ms away (a delaying proxy), so a window of messages is always on its way. The run is
     SIGKILLed once ``after`` results are journalled; the next run sends the rest. Every notice arrives, and
-    at most a window's worth of them twice (README, "Delivery guarantees")."""
+    at most a window's worth of them twice (README, "Killed mid-run" and "Pipelined, within a window")."""
     window = gateway_window()
     bodies = ["далеко %03d" % i for i in range(150)]
     with DelayProxy(("127.0.0.1", jabber.prosody.port), 0.020) as proxy:

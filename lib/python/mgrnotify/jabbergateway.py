@@ -9,7 +9,7 @@ from .gateway import Gateway
 
 # Messages on their way at once in outgoing_batch, each confirmed by its own ping: over a 40 ms round trip one at a
 # time gives ~22 a second, 32 at a time ~30 times as many. It is also the most a run killed mid-window can have
-# delivered without recording it (README, "Delivery guarantees").
+# delivered without recording it (README, "Killed mid-run" and "Pipelined, within a window").
 WINDOW = 32
 
 
@@ -117,7 +117,7 @@ class Session:
     have been delivered" and the others are sent again after the new login; when the connection was lost or
     the server fell silent, any of them may have been delivered, so all fail that way and go again in the
     next run. A caller killed mid-window leaves at most ``window`` messages delivered but not recorded: the
-    duplicates the next run can send (README, "Delivery guarantees")."""
+    duplicates the next run can send (README, "Killed mid-run" and "Pipelined, within a window")."""
 
     window = WINDOW
 
