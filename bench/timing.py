@@ -34,30 +34,23 @@ def mgr5_root(folder, *modules):
     return paths
 
 
-def wall(command, runs=40, input=b"", cwd=None, env=None):
-    """Median wall time in seconds of ``command`` over ``runs`` runs (after two warm-up runs)."""
-    times = []
-    for i in range(runs + 2):
-        start = time.perf_counter()
-        subprocess.run(command, input=input, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=cwd, env=env)
-        if i >= 2:
-            times.append(time.perf_counter() - start)
-    return statistics.median(times)
-
-
 def compare(command, runs=40, input=b"", cwd=None, env=None):
     """(median of command, median of the bare interpreter), measured interleaved one run each: command, bare,
     command, bare... (after two warm-up runs of each), so both see the same background load."""
     ours, base = [], []
     for i in range(runs + 2):
-        for command_, times, stdin, folder, environment in ((command, ours, input, cwd, env),
-                                                            (BASELINE, base, b"", None, None)):
-            start = time.perf_counter()
-            subprocess.run(command_, input=stdin, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=folder,
-                           env=environment)
-            if i >= 2:
-                times.append(time.perf_counter() - start)
+        took = _once(command, input, cwd, env), _once(BASELINE)
+        if i >= 2:
+            ours.append(took[0])
+            base.append(took[1])
     return statistics.median(ours), statistics.median(base)
+
+
+def _once(command, input=b"", cwd=None, env=None):
+    """Wall time in seconds of one run of ``command``."""
+    start = time.perf_counter()
+    subprocess.run(command, input=input, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=cwd, env=env)
+    return time.perf_counter() - start
 
 
 def row(name, value, baseline, goal):

@@ -85,12 +85,7 @@ class FaultyServer:
 
     def stop(self):
         """Close the listener and every connection."""
-        self.listener.close()
-        for conn in self.connections:
-            try:
-                conn.close()
-            except OSError:
-                pass
+        close_all(self.listener, self.connections)
 
 
 class ScriptedServer:
@@ -207,9 +202,13 @@ class DelayProxy:
 
     def stop(self):
         """Close the listener and every connection through it."""
-        self.listener.close()
-        for sock in self.sockets:
-            try:
-                sock.close()
-            except OSError:
-                pass
+        close_all(self.listener, self.sockets)
+
+
+def close_all(listener, sockets):
+    """Close a test server's listener and its sockets, whatever state they are in."""
+    for sock in [listener] + list(sockets):
+        try:
+            sock.close()
+        except OSError:
+            pass

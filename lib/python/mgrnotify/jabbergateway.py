@@ -211,10 +211,7 @@ class Session:
     def send(self, to, subject, body):
         """Deliver one message and wait for its confirmation; InputError, MessageError (bounced) or XMPPError."""
         from .xmpp import MessageError
-        problem = Jabber.problem(to, body)
-        if problem is not None:
-            raise problem
-        self.client.post(to, body, subject or None)
+        self.submit("one", to, subject, body)
         (_, reason), = self.client.confirmed(wait=True)
         if reason is not None:
             raise MessageError(reason)
