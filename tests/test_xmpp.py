@@ -711,3 +711,60 @@ def test_tls_starttls_refuses_a_server_that_offers_no_starttls():
     assert str(caught.value).startswith("The XMPP server 127.0.0.1:%d offers no STARTTLS, so the password would "
                                         "travel in clear" % server.port), str(caught.value)
     assert b"<auth" not in server.received and b"pencil" not in server.received
+
+
+class EndingServer(ScriptedServer):
+    """Logs anyone in (PLAIN, no TLS), then answers the first two pings and ends the stream, all in one write."""
+
+    def session(self, connection):
+        import re
+        connection.settimeout(5)
+        received = b""
+
+        def expect(pattern, count=1):
+            nonlocal received
+            while len(re.findall(pattern, received)) < count:
+                data = connection.recv(65536)
+                if not data:
+                    raise OSError("the client hung up")
+                received += data
+            found = re.findall(pattern, received)
+            received = b""
+            return found
+
+        expect(rb"<stream:stream[^>]*>")
+        connection.sendall(STREAM_HEADER + b"<stream:features><mechanisms xmlns='urn:ietf:params:xml:ns:xmpp-sasl'>"
+                           b"<mechanism>PLAIN</mechanism></mechanisms></stream:features>")
+        expect(rb"</auth>")
+        connection.sendall(b"<success xmlns='urn:ietf:params:xml:ns:xmpp-sasl'/>")
+        expect(rb"<stream:stream[^>]*>")
+        connection.sendall(STREAM_HEADER + b"<stream:features><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'/>"
+                           b"</stream:features>")
+        request = expect(rb"<iq [^>]*id='([^']*)'")[0]
+        connection.sendall(b"<iq type='result' id='%s'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'>"
+                           b"<jid>gw@localhost/ending</jid></bind></iq>" % request)
+        pings = expect(rb"<iq type='get' id='([^']*)'", 3)
+        connection.sendall(b"".join(b"<iq type='result' id='%s'/>" % ping for ping in pings[:2])
+                           + b"<stream:error><system-shutdown xmlns='urn:ietf:params:xml:ns:xmpp-streams'/>"
+                             b"</stream:error></stream:stream>")
+        while connection.recv(65536):
+            pass
+
+
+def test_what_was_confirmed_before_the_stream_ended_stays_confirmed():
+    """Two pings answered and the stream's end arrive in one read: the error carries the two confirmations, so a
+    caller does not count those messages as "may have been delivered" and send them again."""
+    server = EndingServer()
+    session = xmpp.XMPPClient("gw@localhost", host="127.0.0.1", port=server.port, tls="none", allow_plain=True,
+                              mechanisms=("PLAIN",), timeout=5)
+    try:
+        with session:
+            session.connect()
+            session.login("pencil")
+            ids = [session.post("alice@localhost", "m%d" % n) for n in range(3)]
+            with pytest.raises(xmpp.StreamEnded) as caught:
+                while True:
+                    session.confirmed(wait=True)
+    finally:
+        server.close()
+    assert caught.value.confirmed == [(ids[0], None), (ids[1], None)]
