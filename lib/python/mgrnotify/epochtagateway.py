@@ -3,7 +3,6 @@ the script's docstring says what the gateway does. The class lives here, byte-co
 script itself is compiled on every run.
 """
 
-from .errors import DeliveryError, InputError
 from .gateway import Gateway
 
 
@@ -25,20 +24,11 @@ class EpochtaGateway(Gateway):
         """One SMS to ``<user><phone>``, refused before sending if it is longer than ``max_parts``."""
         from mgrnotify import sms   # here, not at the top: --command features stays fast
         settings = request.settings
-        phone = sms.normalize_phone(request.contact("phone"))
         text = request.text("message")
-        if not text.strip():
-            raise InputError("The SMS to send to %s is empty; nothing was sent" % phone, obj="message")
-        length = sms.measure(text)
-        max_parts = self.max_parts(settings)
-        if max_parts is not None and length.parts > max_parts:
-            raise DeliveryError("The SMS to %s is %d parts long (%d %s units) and max_parts allows %d; nothing "
-                                "was sent: shorten the template or raise max_parts"
-                                % (phone, length.parts, length.units, length.encoding, max_parts), obj="max_parts")
+        phone, length = sms.checked(request.contact("phone"), text, self.max_parts(settings))
         sender = settings.require("sender")
         with self.client(settings) as client:
-            self.log.info("Sending SMS to %s from '%s': %d part%s (%d %s units)", phone, sender, length.parts,
-                          "" if length.parts == 1 else "s", length.units, length.encoding)
+            self.log.info("Sending SMS to %s from '%s': %s", phone, sender, sms.describe(length))
             answer = client.send(sender, text, phone)
         self.log.info("ePochta accepted SMS messageID=%s to %s (%s)",
                       answer.message_id or "(none in ePochta's answer)", phone, answer)
