@@ -178,7 +178,12 @@ def custom_rules(url, method, content_type, body, headers, success, message_id, 
     path, value, pattern = parse_success(success)
     send = Request(method, url, content_type, headers=header_pairs, body=body if content_type != "query" else None)
     balance = Request("GET", balance_url, "query", headers=header_pairs) if balance_url else None
-    return Rules("the SMS service", url, send, balance,
+    from urllib.parse import urlsplit
+    try:
+        host = urlsplit(url).hostname
+    except ValueError:
+        host = None   # WebService says what is wrong with the url when it is used
+    return Rules(host or "the SMS service", url, send, balance,
                  success=[(path, value)] if path else (), pattern=pattern,
                  message_id=[message_id] if message_id else (), error_text=[error_text] if error_text else (),
                  credentials=("login", "password", "api_key"))
@@ -452,19 +457,20 @@ class SmsService:
         """Raise the refusal: CredentialsRefused for credentials, Refused for the rest, with the provider's reason."""
         service = self.rules.service
         code = None if code is None else as_text(code)
-        said = "%s%s" % (as_text(reason) if reason is not None else "no reason given",
-                         " (code %s)" % code if code is not None else
-                         " (HTTP %d)" % status if status >= 300 else "")
+        reason = as_text(reason) if reason is not None else "no reason given"
+        number = "code %s" % code if code is not None else "HTTP %d" % status if status >= 300 else None
         if status in CREDENTIAL_STATUSES or code in self.rules.credential_codes:
             names = self.rules.credentials
             names = "%s setting" % names[0] if len(names) == 1 else "%s and %s settings" % (", ".join(names[:-1]),
                                                                                           names[-1])
             advice = self.rules.advice.get(code, "check the " + names)
-            raise CredentialsRefused("%s refused the credentials: %s; %s"
-                                     % (service, said, advice.format(service=service)), code)
+            # No colon after "credentials": the redactor would take the reason for their value.
+            raise CredentialsRefused("%s refused the credentials (%s%s); %s"
+                                     % (service, reason, ", " + number if number else "",
+                                        advice.format(service=service)), code)
         advice = self.rules.advice.get(code)
-        raise Refused("%s refused %s: %s%s" % (service, what, said,
-                                               "; " + advice.format(service=service) if advice else ""), code)
+        raise Refused("%s refused %s: %s%s%s" % (service, what, reason, " (%s)" % number if number else "",
+                                                 "; " + advice.format(service=service) if advice else ""), code)
 
 
 def describe(details):
