@@ -6,6 +6,7 @@ from urllib.parse import quote_plus
 import pytest
 
 import sandbox as sandboxlib
+from sandbox import assert_sent, error_of
 from httpsms_servers import ExolveServer, SmsAeroServer, SmscServer, SmsRuServer
 from mgrnotify import errors, xmlio
 
@@ -92,20 +93,6 @@ def check_connection(sandbox, settings, **changes):
     settings = {k: v for k, v in dict(dict({"timeout": "5"}, **settings), **changes).items() if v is not None}
     return sandbox.run(MODULE, "--command", "check_connection",
                        input=sandboxlib.check_connection_request(settings, form_fields=("preset", "api_key")))
-
-
-def error_of(done):
-    """(type, sentence) of the error document a failed run printed."""
-    assert done.returncode == errors.EXIT_FAILURE, done.stdout + done.stderr
-    node = xmlio.parse(done.stdout).find("error")
-    assert node is not None, done.stdout
-    return node.get("type"), xmlio.text(node, "msg")
-
-
-def assert_sent(done):
-    assert done.returncode == 0, done.stdout + done.stderr
-    root = xmlio.parse(done.stdout)
-    assert root.tag == "doc" and len(root) == 0, done.stdout
 
 
 def log_of(sandbox):
@@ -221,6 +208,7 @@ def test_refusals_carry_the_providers_reason(sandbox, running, case, server_kw, 
     server, settings = running(case, **server_kw)
     server.refuse = refuse
     done = outgoing(sandbox, settings, phone=phone, **change)
+    assert done.returncode == errors.EXIT_FAILURE
     kind, sentence = error_of(done)
     assert (kind, words) == (error_type, words) and words in sentence, sentence
     assert words in log_of(sandbox)

@@ -3,13 +3,11 @@ the script's docstring says what the gateway does. The class lives here, byte-co
 script itself is compiled on every run.
 """
 
-from .gateway import Gateway
+from .smsgateway import SmsGateway
 
 
-class HttpSmsGateway(Gateway):
+class HttpSmsGateway(SmsGateway):
     """SMS through SMS.ru, SMSC.ru, SMS Aero, MTS Exolve or a custom HTTP API: outgoing, check_connection, formtune."""
-
-    notify_module = "ntsms"
 
     # Each setting's value when its field is empty or absent (names fixed by the issue and
     # etc/xml/billmgr_mod_gwhttpsms.xml), and what formtune shows a new gateway. Only an explicit "off" turns the
@@ -17,17 +15,13 @@ class HttpSmsGateway(Gateway):
     # max_parts, no limit. method and content_type are the custom mode's.
     defaults = {"preset": "smsru", "timeout": "15", "verify_tls": "on", "method": "POST", "content_type": "form"}
     PRESETS = ("smsru", "smsc", "smsaero", "exolve", "custom")   # the default first, as in every choice list
-    TIMEOUT_RANGE = (1, 300)
-    MAX_PARTS_RANGE = (1, 100)
 
     def outgoing(self, request):
         """One SMS to ``<user><phone>``, refused before sending if it is longer than ``max_parts``."""
-        from mgrnotify import sms   # here, not at the top: --command features stays fast
-        settings = request.settings
-        text = request.text("message")
-        phone, length = sms.checked(request.contact("phone"), text, self.max_parts(settings))
-        service = self.service(settings)
-        sender = settings.get("sender") or service.rules.sender_default
+        from mgrnotify import sms
+        phone, text, length = self.message(request)
+        service = self.service(request.settings)
+        sender = request.settings.get("sender") or service.rules.sender_default
         self.log.info("Sending SMS to %s through %s from '%s': %s", phone, service.rules.service,
                       sender or "(the account's default)", sms.describe(length))
         answer = service.send(phone, text, sender)
@@ -52,18 +46,13 @@ class HttpSmsGateway(Gateway):
         return settings_form.tune(form, {"preset": self.PRESETS, "method": httpsms.METHODS,
                                          "content_type": httpsms.CONTENT_TYPES}, self.defaults)
 
-    def max_parts(self, settings):
-        """The most parts an SMS may have, or None for no limit."""
-        return settings.number("max_parts", None, *self.MAX_PARTS_RANGE)
-
     def service(self, settings):
         """The ``httpsms.SmsService`` the settings describe: a preset's rules, or the custom mode's."""
         from mgrnotify import httpsms
         preset = settings.choice("preset", self.PRESETS, self.defaults["preset"])
         values = {name: settings.get(name) for name in ("login", "sender")}
         values.update((name, settings.values.get(name) or "") for name in ("password", "api_key"))
-        options = dict(timeout=settings.number("timeout", self.defaults["timeout"], *self.TIMEOUT_RANGE),
-                       verify_tls=settings.flag("verify_tls", self.defaults["verify_tls"]), log=self.log)
+        options = self.connection(settings)
         if preset != "custom":
             return httpsms.SmsService(httpsms.PRESETS[preset], values, base=settings.get("url") or None, **options)
         rules = httpsms.custom_rules(
