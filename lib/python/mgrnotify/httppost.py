@@ -11,7 +11,7 @@ service, the address and what to check; the address is shown without any user:pa
 import time
 
 from . import deadline as deadlines
-from . import netfail, tls
+from . import netfail, redact, tls
 from .errors import ConfigError, ConnectError
 
 FORM = "application/x-www-form-urlencoded"
@@ -72,6 +72,12 @@ FAILURES = {
                           "port)"),
     netfail.NETWORK: (Unreachable, "Cannot reach %(where)s (%(detail)s); check the url setting and the network"),
 }
+
+
+def excerpt(data, limit=80):
+    """The start of an answer, for an error message; secrets masked, in case the answer echoes the request."""
+    text = redact.redact(" ".join(data.decode("utf-8", "replace").split()))
+    return "'%s'" % (text[:limit] + "..." if len(text) > limit else text) if text else "an empty answer"
 
 
 class WebService:

@@ -252,12 +252,6 @@ def used(templates):
     return [name for name in PLACEHOLDERS + EXTRA_PLACEHOLDERS if "{%s}" % name in joined]
 
 
-def excerpt(data, limit=120):
-    """The start of an answer, for an error message; secrets masked, in case the answer echoes the request."""
-    text = redact.redact(" ".join(data.decode("utf-8", "replace").split()))
-    return "'%s'" % (text[:limit] + "..." if len(text) > limit else text) if text else "an empty answer"
-
-
 class Answer:
     """What the provider answered: the message id (send) or the balance, as it gave them."""
 
@@ -397,7 +391,7 @@ class SmsService:
         if self.rules.balance_value is None:   # custom: any 2xx answer is the balance, shown as it came
             if failure is not None:
                 self.judge(status, data, failure, address, values, "the balance request")
-            return Answer(balance=excerpt(data))
+            return Answer(balance=httppost.excerpt(data))
         document = self.judge(status, data, failure, address, values, "the balance request",
                               success=[(self.rules.balance_value, PRESENT)])
         return Answer(balance=as_text(json_path(document, self.rules.balance_value)))
@@ -442,7 +436,7 @@ class SmsService:
             if failure is not None:
                 raise failure
             raise AnswerError("%s at %s answered something other than its API's answer (%s); check the url "
-                              "setting" % (self.rules.service, address, excerpt(data)))
+                              "setting" % (self.rules.service, address, httppost.excerpt(data)))
         return self.refuse(status, reason, code, what)
 
     def holds(self, document, path, value, values):
