@@ -8,7 +8,7 @@ import pytest
 import sandbox as sandboxlib
 from sandbox import assert_sent, error_of
 from httpsms_servers import ExolveServer, SmsAeroServer, SmscServer, SmsRuServer
-from mgrnotify import errors, xmlio
+from mgrnotify import errors, httpsms, xmlio
 
 MODULE = "gate/gwhttpsms"
 API_KEY = "sk-live-4f9a2b7c1d"
@@ -381,3 +381,62 @@ def test_credentials_never_logged_even_at_debug_level(sandbox, running):
     for secret in SECRETS + (basic,):
         for form in {secret, xmlio.escape(secret), quote_plus(secret)}:
             assert not [t for t in texts if form in t], "a secret leaked: %r" % form
+
+
+@pytest.mark.parametrize("case, verify_tls, sent", [("exolve", None, False), ("exolve", "off", True),
+                                                    ("smsc", None, False)])
+def test_tls_verification(sandbox, tmp_path, monkeypatch, case, verify_tls, sent):
+    """A self-signed stand-in is refused for its certificate unless verify_tls is off."""
+    monkeypatch.delenv("SSL_CERT_FILE", raising=False)
+    server = CASES[case][0](tls_folder=str(tmp_path)).start()
+    try:
+        done = outgoing(sandbox, CASES[case][1](server), verify_tls=verify_tls)
+    finally:
+        server.stop()
+    if sent:
+        assert_sent(done)
+        assert server.sent == [(DIGITS, TEXT, SENDER)]
+    else:
+        kind, sentence = error_of(done)
+        assert kind == "connect" and "The TLS certificate of %s at https://127.0.0.1:" % SERVICE[case] in sentence
+        assert server.requests == []
+
+
+# --- the library's pieces --------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("where, expected", [
+    ("url", "%D0%AF%20%26%20%3D%20%25%20%2B%0A%22%5C"),
+    ("form", "%D0%AF+%26+%3D+%25+%2B%0A%22%5C"),
+    ("json", '\\u042f & = % +\\n\\"\\\\'),   # ASCII-only JSON: what the redactor remembers too
+    ("header", 'Я & = % +\n"\\'),
+])
+def test_placeholders_are_escaped_for_where_they_stand(where, expected):
+    assert httpsms.fill("{message}", {"message": 'Я & = % +\n"\\'}, where) == expected
+
+
+def test_unknown_braces_stay():
+    assert httpsms.fill('{"to": "{phone}", "x": {other}}', {"phone": "7"}, "json") == '{"to": "7", "x": {other}}'
+
+
+@pytest.mark.parametrize("rule, expected", [
+    ("status=OK", ("status", "OK", None)),
+    ("data.0.id=5", ("data.0.id", "5", None)),
+    ("success=true", ("success", "true", None)),
+    (r'"cnt"\s*:', (None, None, r'"cnt"\s*:')),
+    ("re:status=OK", (None, None, "status=OK")),
+])
+def test_success_rules(rule, expected):
+    path, value, pattern = httpsms.parse_success(rule)
+    assert (path, value, pattern.pattern if pattern else None) == expected
+
+
+@pytest.mark.parametrize("path, found", [
+    ("a.b", 1), ("list.1.id", "y"), ("a.c", KeyError), ("list.5", KeyError), ("a.b.c", KeyError),
+])
+def test_json_path(path, found):
+    document = {"a": {"b": 1}, "list": [{"id": "x"}, {"id": "y"}]}
+    if found is KeyError:
+        with pytest.raises(KeyError):
+            httpsms.json_path(document, path)
+    else:
+        assert httpsms.json_path(document, path) == found
