@@ -170,7 +170,8 @@ def test_smsaero_authenticates_with_basic(sandbox, running):
     ("smsru", {"senders": {"Other"}}, {}, PHONE, "send", "Имя отправителя не согласовано с администрацией (code 204)"),
     ("smsru", {}, {}, "12345", "send", "Неправильно указан номер телефона получателя, либо на него нет маршрута "
                                        "(code 202); check the user's phone number"),
-    ("smsru", {"no_route": {DIGITS}}, {}, PHONE, "send", "На этот номер нет маршрута для доставки сообщений (code 207)"),
+    ("smsru", {"no_route": {DIGITS}}, {}, PHONE, "send",
+     "На этот номер нет маршрута для доставки сообщений (code 207)"),
     ("smsru", {"refuse": 230}, {}, PHONE, "send", "Превышен общий лимит количества сообщений на этот номер в день "
                                                   "(code 230)"),
     ("smsru", {"refuse": 220}, {}, PHONE, "send", "(code 220); try again later"),

@@ -38,7 +38,7 @@ class Rules:
 
     def __init__(self, service, url, send, balance=None, success=(), message_id=(), error_text=(), details=(),
                  error_code=(), credential_codes=(), accepted_codes=(), advice=None, balance_value=None,
-                 sender_default="", pattern=None, chooses_id=False, credentials=()):
+                 sender_default="", pattern=None, credentials=()):
         self.service = service                  # the provider's name, as it spells it, for every sentence
         self.url = url                          # the default base address (a preset) or the URL template (custom)
         self.send = send                        # Request for one SMS
@@ -54,7 +54,6 @@ class Rules:
         self.advice = advice or {}              # error code -> what the admin should do
         self.balance_value = balance_value      # JSON path of the balance in the balance answer
         self.sender_default = sender_default
-        self.chooses_id = chooses_id            # the gateway names the SMS ({id}) before sending
         self.credentials = credentials          # the settings holding the credentials, for the advice
 
 
@@ -112,7 +111,7 @@ PRESETS = {
         balance=Request("POST", "/sys/balance.php", "form", [("login", "{login}", False),
                                                              ("psw", "{password}", False), ("fmt", "3", False)]),
         success=[("cnt", PRESENT)], message_id=["id"], error_text=["error"], error_code=["error_code"],
-        credential_codes=["2", "4"], balance_value="balance", chooses_id=True, credentials=("login", "password"),
+        credential_codes=["2", "4"], balance_value="balance", credentials=("login", "password"),
         advice={"2": IP_LIST, "3": MONEY, "6": SENDER, "7": PHONE, "8": PHONE, "9": TOO_SOON}),
     # SMS Aero v2 (its client libraries): HTTP Basic e-mail:key, form fields; success true, else message (and data).
     "smsaero": Rules(
@@ -336,8 +335,10 @@ class SmsService:
 
     def exchange(self, request, values, trace=None):
         """Send ``request``; (HTTP status, answer body, the BadStatus of a non-2xx answer or None, the address).
-        A 4xx/5xx answer is returned too: its body may hold the refusal. For an SMS (``trace`` says how to find it) a timeout after the request went out says it may
-        have been sent."""
+
+        A 4xx/5xx answer is returned too: its body may hold the refusal. For an SMS (``trace`` says how to find it)
+        a timeout after the request went out says it may have been sent.
+        """
         url, body, headers = self.build(request, values)
         web = httppost.WebService(url, self.timeout, self.verify_tls, service=self.rules.service,
                                   setting="url")
@@ -365,7 +366,7 @@ class SmsService:
         (or ours, where the gateway chooses it)."""
         values = dict(self.values, phone=phone, message=text, sender=sender or self.rules.sender_default)
         self.missing(self.rules.send, values)
-        if self.rules.chooses_id or "{id}" in "".join(self.rules.send.templates()):
+        if "id" in used(self.rules.send.templates()):   # the gateway names the SMS (SMSC.ru): logged first
             from .epochta import new_message_id
             values["id"] = message_id or new_message_id()
             self._log(5, "SEND id=%s to %s", values["id"], phone)
