@@ -270,7 +270,7 @@ def test_silence_past_the_timeout_may_have_been_sent(sandbox, running, case):
     ("smsru", {"max_parts": "0"}, "max_parts", "must be between 1 and 100"),
     ("custom-exolve", {"success": None}, "success", "The gateway setting 'success' is empty"),
     ("custom-exolve", {"method": "PUT"}, "method", "must be one of POST, GET"),
-    ("custom-exolve", {"content_type": "xml"}, "content_type", "must be one of query, form, json"),
+    ("custom-exolve", {"content_type": "xml"}, "content_type", "must be one of form, query, json"),
     ("custom-exolve", {"headers": "Authorization Bearer"}, "headers", "is not 'Name: value'"),
     ("custom-exolve", {"success": "re:(unclosed"}, "success", "neither path=value nor a regular expression"),
     ("custom-exolve", {"headers": "X-Text: {message}"}, "headers", "would carry a line break"),

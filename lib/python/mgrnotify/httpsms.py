@@ -26,7 +26,7 @@ PLACEHOLDERS = ("phone", "message", "sender", "login", "password", "api_key")
 # [ours] Besides the six: {id}, the message id the gateway chooses (SMSC.ru takes one), and {basic},
 # base64 of "login:api_key" (or "login:password" without a key) for HTTP Basic authentication (SMS Aero).
 EXTRA_PLACEHOLDERS = ("id", "basic")
-CONTENT_TYPES = ("query", "form", "json")
+CONTENT_TYPES = ("form", "query", "json")   # the default first, as in every choice list
 METHODS = ("POST", "GET")
 JSON = "application/json"
 PRESENT = object()   # a success rule's value meaning "the path exists, whatever its value"
