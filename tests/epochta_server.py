@@ -81,19 +81,8 @@ class Handler(BaseHTTPRequestHandler):
                   "form": {k: v[0] for k, v in parse_qs(body.decode("ascii", "replace"),
                                                          keep_blank_values=True).items()}}
         self.server.owner.requests.append(record)
-        behaviour = self.server.owner.behaviour
-        if behaviour == "hang":
-            self.server.owner.release.wait(HANG_LIMIT)
+        if self.misbehave():
             return
-        if behaviour == "http500":
-            return self.answer(b"<html>Internal Server Error</html>", 500, "text/html")
-        if behaviour == "redirect":
-            self.send_response(301)
-            self.send_header("Location", "https://api.example.org/members/sms/xml.php")
-            self.send_header("Content-Length", "0")
-            return self.end_headers()
-        if behaviour == "garbage":
-            return self.answer(b"<html><body>Welcome to nginx!</body></html>", 200, "text/html")
         if self.path.startswith("/sms/3.0/"):
             return self.answer(json.dumps(self.server.owner.v3(self.path[len("/sms/3.0/"):], record["form"])).encode(),
                                200, "application/json")
@@ -101,6 +90,24 @@ class Handler(BaseHTTPRequestHandler):
             return self.answer(self.response(-2))
         status, extra = self.server.owner.xml(record)
         self.answer(self.response(status, **extra))
+
+    def misbehave(self):
+        """Answer as the owner's ``behaviour`` says, if it says anything; True when it did."""
+        behaviour = self.server.owner.behaviour
+        if behaviour == "hang":
+            self.server.owner.release.wait(HANG_LIMIT)
+        elif behaviour == "http500":
+            self.answer(b"<html>Internal Server Error</html>", 500, "text/html")
+        elif behaviour == "redirect":
+            self.send_response(301)
+            self.send_header("Location", self.server.owner.redirect_to)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+        elif behaviour == "garbage":
+            self.answer(b"<html><body>Welcome to nginx!</body></html>", 200, "text/html")
+        else:
+            return False
+        return True
 
     def response(self, status, **fields):
         """A ``<RESPONSE>`` document."""
@@ -141,10 +148,10 @@ class Handler(BaseHTTPRequestHandler):
 class _HTTPServer(ThreadingMixIn, HTTPServer):
     daemon_threads = True
 
-    def __init__(self, owner, address, tls_context):
+    def __init__(self, owner, address, tls_context, handler):
         self.owner = owner
         self.tls_context = tls_context
-        HTTPServer.__init__(self, address, Handler)
+        HTTPServer.__init__(self, address, handler)
 
     def get_request(self):
         sock, address = self.socket.accept()
@@ -167,35 +174,32 @@ class _HTTPServer(ThreadingMixIn, HTTPServer):
         """A client that went away (the tests' timeouts) is no error worth printing."""
 
 
-class EpochtaServer:
-    """The stand-in on 127.0.0.1, plain HTTP or (``tls_folder`` given) HTTPS with a self-signed certificate."""
+class StandIn:
+    """A stand-in HTTP service on 127.0.0.1, plain HTTP or (``tls_folder`` given) HTTPS with a self-signed
+    certificate, answering with ``handler``; the machinery every HTTP stand-in shares (tests/httpsms_servers.py)."""
 
-    def __init__(self, accounts=(), tls_folder=None):
-        self.accounts = {a.login: a for a in accounts}
+    handler = None
+    redirect_to = "https://api.example.org/"
+
+    def __init__(self, tls_folder=None):
         self.requests = []
         self.tls_errors = []
         self.behaviour = None      # None, "hang", "http500", "redirect", "garbage", "trickle", "trickle-body"
         self.trickled = 0          # bytes of a trickled answer sent before the client left
-        self.forced_status = None  # answer every XML request with this status
         self.release = threading.Event()
         context = None
         if tls_folder:
             context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
             context.load_cert_chain(*make_certificate(tls_folder))
         self.scheme = "https" if context else "http"
-        self.httpd = _HTTPServer(self, ("127.0.0.1", 0), context)
+        self.httpd = _HTTPServer(self, ("127.0.0.1", 0), context, self.handler)
         self.port = self.httpd.server_address[1]
         self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
 
     @property
-    def url(self):
-        """The XML interface's address."""
-        return "%s://127.0.0.1:%d/members/sms/xml.php" % (self.scheme, self.port)
-
-    @property
-    def v3_url(self):
-        """API 3.0's base address."""
-        return "%s://127.0.0.1:%d/sms/3.0/" % (self.scheme, self.port)
+    def origin(self):
+        """scheme://127.0.0.1:port"""
+        return "%s://127.0.0.1:%d" % (self.scheme, self.port)
 
     def start(self):
         """Serve in a thread; returns self."""
@@ -214,6 +218,28 @@ class EpochtaServer:
 
     def __exit__(self, *exc):
         self.stop()
+
+
+class EpochtaServer(StandIn):
+    """The ePochta stand-in (see the module's docstring)."""
+
+    handler = Handler
+    redirect_to = "https://api.example.org/members/sms/xml.php"
+
+    def __init__(self, accounts=(), tls_folder=None):
+        super().__init__(tls_folder)
+        self.accounts = {a.login: a for a in accounts}
+        self.forced_status = None  # answer every XML request with this status
+
+    @property
+    def url(self):
+        """The XML interface's address."""
+        return self.origin + "/members/sms/xml.php"
+
+    @property
+    def v3_url(self):
+        """API 3.0's base address."""
+        return self.origin + "/sms/3.0/"
 
     def documents(self):
         """The ``XML`` documents received, parsed."""

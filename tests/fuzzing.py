@@ -392,7 +392,8 @@ class Request:
                  "smtp_port": port, "smtp_security": "none", "in_host": "127.0.0.1", "in_port": port,
                  "in_protocol": "imap", "in_security": "none", "in_folder": "INBOX", "in_after": "seen",
                  "in_limit": "5", "receive_window": "1", "ticket_format": "#id", "login": "fuzz",
-                 "smtp_login": "fuzz", "in_login": "fuzz", "public_key": "fuzz-public"}
+                 "smtp_login": "fuzz", "in_login": "fuzz", "public_key": "fuzz-public", "preset": "smsru",
+                 "method": "POST", "content_type": "form"}
         if is_secret(name):
             return SECRET
         return table.get(name, "fuzz")

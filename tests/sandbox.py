@@ -367,3 +367,18 @@ def check_connection_request(params, form_fields=("login", "password")):
     form = xmlio.element("metadata", children=[xmlio.element("form", children=[
         xmlio.element("field", attrs={"name": f}) for f in form_fields])])
     return xmlio.document(form, xmlio.element("xmlparams", xmlparams))
+
+
+def error_of(done):
+    """(type, sentence) of the error document a failed run printed."""
+    assert done.returncode != 0, done.stdout
+    node = xmlio.parse(done.stdout).find("error")
+    assert node is not None, done.stdout
+    return node.get("type"), xmlio.text(node, "msg")
+
+
+def assert_sent(done):
+    """The run answered the empty document of a message sent."""
+    assert done.returncode == 0, done.stdout + done.stderr
+    root = xmlio.parse(done.stdout)
+    assert root.tag == "doc" and len(root) == 0, done.stdout

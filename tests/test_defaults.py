@@ -26,8 +26,9 @@ prosody = prosodylib.prosody   # the fixture: one Prosody for this file
 GATEWAYS = [path for path in sandboxlib.project_modules() if path.startswith("gate/")]
 README = os.path.join(sandboxlib.REPO, "README.md")
 LANGS = ("en", "ru")
-# How a hint states its field's default: its last sentence, "Default: 15" / "По умолчанию: 15".
-HINT_DEFAULT = re.compile(r"(?:^|\. )(?:Default|По умолчанию): ([^.]+)$")
+# How a hint states its field's default: its last sentence, "Default: 15" / "По умолчанию: 15"; a dot inside a
+# word ("SMS.ru") does not end a sentence.
+HINT_DEFAULT = re.compile(r"(?:^|\. )(?:Default|По умолчанию): ([^.]+(?:\.[^.\s][^.]*)*)$")
 DEFAULT_WORD = re.compile(r"default|умолчани", re.IGNORECASE)
 
 
@@ -288,7 +289,17 @@ def mail_assumes(gateway, monkeypatch, tmp_path):
             "in_after": gateway.in_after, "in_limit": str(inbox.limit)}
 
 
-ASSUMES = {"gwjabber": jabber_assumes, "gwepochta": epochta_assumes, "gwmail": mail_assumes}
+def httpsms_assumes(gateway, monkeypatch, tmp_path):
+    from mgrnotify import httpsms
+    service = gateway.service(Settings({"api_key": "k"}))
+    custom = gateway.service(Settings({"preset": "custom", "url": "https://sms.example/send", "success": "ok=1"}))
+    return {"preset": [name for name, rules in httpsms.PRESETS.items() if rules is service.rules][0],
+            "timeout": str(service.timeout), "verify_tls": on_off(service.verify_tls),
+            "method": custom.rules.send.method, "content_type": custom.rules.send.content_type}
+
+
+ASSUMES = {"gwjabber": jabber_assumes, "gwepochta": epochta_assumes, "gwmail": mail_assumes,
+           "gwhttpsms": httpsms_assumes}
 
 
 @pytest.mark.parametrize("module", GATEWAYS)

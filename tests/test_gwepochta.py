@@ -9,6 +9,7 @@ from urllib.parse import quote_plus
 import pytest
 
 import sandbox as sandboxlib
+from sandbox import assert_sent, error_of
 from epochta_server import TRICKLE_BYTES, Account, EpochtaServer
 from localnet import free_port
 from mgrnotify import epochta, errors, sms, tls, xmlio
@@ -63,20 +64,6 @@ def outgoing(sandbox, settings, message="Your invoice is ready", phone=PHONE):
                                          gateway={"id": "3", "name": "sms", "gateway_module": "gwepochta",
                                                   "notify_module": "ntsms"})
     return sandbox.run(MODULE, "--command", "outgoing", input=request)
-
-
-def error_of(done):
-    """(type, sentence) of the error document a failed run printed."""
-    assert done.returncode != 0, done.stdout
-    node = xmlio.parse(done.stdout).find("error")
-    assert node is not None, done.stdout
-    return node.get("type"), xmlio.text(node, "msg")
-
-
-def assert_sent(done):
-    assert done.returncode == 0, done.stdout + done.stderr
-    root = xmlio.parse(done.stdout)
-    assert root.tag == "doc" and len(root) == 0, done.stdout
 
 
 def log_of(sandbox):

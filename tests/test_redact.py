@@ -91,6 +91,13 @@ FIELDS = {
     "SASL PLAIN": lambda s: ("<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>%s</auth>"
                              % base64.b64encode(("\0u\0" + s).encode()).decode(),
                              base64.b64encode(("\0u\0" + s).encode()).decode()),
+    "SMS.ru api_id": lambda s: ("POST /sms/send?json=1 api_id=%s&to=79120000000" % quote(s, safe=""),
+                                quote(s, safe="")),
+    "SMSC.ru psw": lambda s: ("login=u&psw=%s&phones=79120000000" % quote(s, safe=""), quote(s, safe="")),
+    "Authorization: Basic": lambda s: ("Authorization: Basic %s\nAccept: */*" % base64.b64encode(
+        ("u@example.org:" + s).encode()).decode(), base64.b64encode(("u@example.org:" + s).encode()).decode()),
+    "Authorization: Bearer": lambda s: ("headers: {'Authorization': 'Bearer %s', 'Accept': '*/*'}" % s, s),
+    "authorization=Bearer": lambda s: ("authorization=Bearer %s&x=1" % quote(s, safe=""), quote(s, safe="")),
     "document cut after the secret": lambda s: ("<doc><password>%s" % escape(s), escape(s)),
     "closing tag garbled": lambda s: ("<doc><password>%s</pass" % escape(s), escape(s)),
     "document starting inside the element": lambda s: ("%s</password></doc>" % escape(s), escape(s)),
@@ -110,6 +117,18 @@ def test_secret_named_fields_with_characters_that_need_escaping(logged, secret):
     for field in ("XML element", "xmlparams (escaped XML)", "name attribute", "JSON", "key=value"):
         line, shown = FIELDS[field](secret)
         assert shown not in logged(line), field
+
+
+@pytest.mark.parametrize("line, expected", [
+    ("Authorization: Basic dXNlcjprZXk=", "Authorization: ***"),          # the scheme goes with the credential
+    ("authorization=Bearer abc&json=1", "authorization=***&json=1"),
+    ("Authorization: Bearer", "Authorization: ***"),
+    ("Authorization: abc123 then words", "Authorization: *** then words"),   # no scheme word: the value alone
+    ("api_id=AB12&to=7&psw=x", "api_id=***&to=7&psw=***"),
+    ("rapid_id=3 pswd=4 api_identity=5", "rapid_id=3 pswd=4 api_identity=5"),   # whole names only
+])
+def test_sms_provider_credentials_are_masked_by_name(logged, line, expected):
+    assert logged(line) == expected
 
 
 # --- remembered secrets in free text -------------------------------------------------------------------------

@@ -12,6 +12,7 @@ import prosody as prosodylib
 import sandbox as sandboxlib
 from localnet import ScriptedServer
 from epochta_server import Account, EpochtaServer
+from httpsms_servers import SmscServer
 from fuzzing import load_class
 from mgrnotify import errors, gateway, xmlio
 
@@ -405,9 +406,13 @@ def reachable(prosody, tmp_path, monkeypatch):
     jid = prosody.register("gwcheck%d" % next(_secret_numbers), jabber_password)
     epochta_password, smtp_password = new_secret("epochta"), new_secret("smtp")
     epochta = EpochtaServer([Account("hoster", epochta_password)]).start()
+    smsc_password = new_secret("smsc")
+    smsc = SmscServer("hoster", smsc_password).start()
     smtp = SMTPLogin("gw", smtp_password)
     yield {
         "gate/gwepochta": ({"login": "hoster", "password": epochta_password, "sender": "BILLmgr", "url": epochta.url,
+                            "timeout": "5"}, ["password"]),
+        "gate/gwhttpsms": ({"preset": "smsc", "login": "hoster", "password": smsc_password, "url": smsc.origin,
                             "timeout": "5"}, ["password"]),
         "gate/gwjabber": (prosody.settings(jid, jabber_password), ["password"]),
         "gate/gwmail": ({"email": "gw@mail.example", "smtp_host": "127.0.0.1", "smtp_port": str(smtp.port),
@@ -416,6 +421,7 @@ def reachable(prosody, tmp_path, monkeypatch):
     }
     smtp.close()
     epochta.stop()
+    smsc.stop()
 
 
 def check_connection_form(settings, secret_names, where):
@@ -483,7 +489,8 @@ HEAVY = ("lxml", "ssl", "http.client", "smtplib", "email", "urllib.request", "xm
 # classes, what a gateway's features name (attachments), and the module that holds the class the script runs.
 # Any other one (gatewaycall, a protocol client, doctor, the queue) belongs to the commands that need it.
 LIGHT = {"mgrnotify", "mgrnotify.errors", "mgrnotify.xmlio", "mgrnotify.redact", "mgrnotify.config", "mgrnotify.log",
-         "mgrnotify.runner", "mgrnotify.settings", "mgrnotify.gateway", "mgrnotify.notify", "mgrnotify.attachments"}
+         "mgrnotify.runner", "mgrnotify.settings", "mgrnotify.gateway", "mgrnotify.smsgateway", "mgrnotify.notify",
+         "mgrnotify.attachments"}
 
 WRAPPER = r"""
 import runpy, sys

@@ -25,6 +25,7 @@ MAIL = "lib/python/mgrnotify/mail.py"
 DB = "lib/python/mgrnotify/db.py"
 EPOCHTA_GATEWAY = "lib/python/mgrnotify/epochtagateway.py"
 MAIL_GATEWAY = "lib/python/mgrnotify/mailgateway.py"
+HTTPSMS = "lib/python/mgrnotify/httpsms.py"
 
 
 class Mutant:
@@ -328,4 +329,32 @@ MUTANTS = [
            "",
            "one ping's answer confirms every message on its way, those the server has not handled yet included",
            ["tests/test_gwjabber.py", "tests/test_ntjabber.py", "tests/test_xmpp.py"]),
+    # --- gwhttpsms (issue 17) --------------------------------------------------------------------------
+    Mutant("httpsms-smsru-number-unread", HTTPSMS,
+           '("sms.{phone}.status", "OK"),\n                 ("sms.{phone}.status_code", "100")],',
+           '],',
+           "an SMS that SMS.ru refused for the number (code 207, HTTP 200) counts as sent and leaves the queue",
+           ["tests/test_gwhttpsms.py"]),
+    Mutant("httpsms-4xx-body-ignored", HTTPSMS,
+           "            data, status = e.body, e.status\n",
+           "            raise\n",
+           "SMS Aero's and Exolve's refusals lose their reason: the admin reads 'HTTP 400' instead of the cause",
+           ["tests/test_gwhttpsms.py"]),
+    Mutant("httpsms-form-unescaped", HTTPSMS,
+           "        return quote_plus(value)\n", "        return value\n",
+           "a custom form body cuts the text at its first '&' and turns '+' into a space",
+           ["tests/test_gwhttpsms.py"]),
+    Mutant("httpsms-401-not-credentials", HTTPSMS,
+           "        if status in CREDENTIAL_STATUSES or code in self.rules.credential_codes:\n",
+           "        if code in self.rules.credential_codes:\n",
+           "SMS Aero's refusal of the credentials (HTTP 401) reads as a refused SMS, not as settings to fix",
+           ["tests/test_gwhttpsms.py"]),
+    Mutant("redact-api-id-dropped", REDACT,
+           '_WHOLE_NAMES = ("auth", "api_id", "psw")', '_WHOLE_NAMES = ("auth", "psw")',
+           "SMS.ru's api_id in a request is logged when it is not a remembered setting",
+           ["tests/test_redact.py"]),
+    Mutant("redact-authorization-scheme-only", REDACT,
+           "            stop = credential.end() if credential else stop\n", "",
+           "an Authorization header is masked up to its scheme and the credential after it is logged",
+           ["tests/test_redact.py"]),
 ]

@@ -145,7 +145,7 @@ def parse_xml_answer(data, address):
             pass
     if status is None:
         raise AnswerError("ePochta at %s answered something other than its XML status (%s); check the url "
-                          "setting" % (address, _excerpt(data)))
+                          "setting" % (address, httppost.excerpt(data)))
     return Answer(status, credits=xmlio.text(root, "credits", None), amount=xmlio.text(root, "amount", None),
                   currency=xmlio.text(root, "currency", None))
 
@@ -155,12 +155,6 @@ def signature(params, private_key):
     import hashlib
     joined = "".join(str(params[name]) for name in sorted(params)) + private_key
     return hashlib.md5(joined.encode("utf-8")).hexdigest()
-
-
-def _excerpt(data, limit=80):
-    """The start of an answer, for an error message; secrets masked, in case the answer echoes the request."""
-    text = redact.redact(" ".join(data.decode("utf-8", "replace").split()))
-    return "'%s'" % (text[:limit] + "..." if len(text) > limit else text) if text else "an empty answer"
 
 
 class _Client:
@@ -287,5 +281,5 @@ class EpochtaV3(_Client):
             raise Refused(V3_CODE_MESSAGES.get(code, OTHER_CODE).format(**values), code)
         if not isinstance(answer, dict) or not isinstance(answer.get("result"), dict):
             raise AnswerError("ePochta at %s answered something other than its JSON result (%s); check the url "
-                              "setting" % (self.web.address, _excerpt(data)))
+                              "setting" % (self.web.address, httppost.excerpt(data)))
         return answer["result"]

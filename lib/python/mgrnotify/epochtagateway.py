@@ -3,14 +3,11 @@ the script's docstring says what the gateway does. The class lives here, byte-co
 script itself is compiled on every run.
 """
 
-from .errors import DeliveryError, InputError
-from .gateway import Gateway
+from .smsgateway import SmsGateway
 
 
-class EpochtaGateway(Gateway):
+class EpochtaGateway(SmsGateway):
     """ePochta SMS: send (outgoing), test the settings (check_connection), fill the form (formtune)."""
-
-    notify_module = "ntsms"
 
     # Each setting's value when its field is empty or absent (names fixed by etc/xml/billmgr_mod_gwepochta.xml),
     # and what formtune shows a new gateway; README's table and the form's hints say the same
@@ -18,27 +15,15 @@ class EpochtaGateway(Gateway):
     # chosen interface's own address (mgrnotify.epochta.XML_URL or V3_URL); an empty max_parts, no limit.
     defaults = {"api": "xml", "timeout": "15", "verify_tls": "on"}
     APIS = ("xml", "v3")   # the default first, as in every choice list
-    TIMEOUT_RANGE = (1, 300)
-    MAX_PARTS_RANGE = (1, 100)
 
     def outgoing(self, request):
         """One SMS to ``<user><phone>``, refused before sending if it is longer than ``max_parts``."""
-        from mgrnotify import sms   # here, not at the top: --command features stays fast
+        from mgrnotify import sms
+        phone, text, length = self.message(request)
         settings = request.settings
-        phone = sms.normalize_phone(request.contact("phone"))
-        text = request.text("message")
-        if not text.strip():
-            raise InputError("The SMS to send to %s is empty; nothing was sent" % phone, obj="message")
-        length = sms.measure(text)
-        max_parts = self.max_parts(settings)
-        if max_parts is not None and length.parts > max_parts:
-            raise DeliveryError("The SMS to %s is %d parts long (%d %s units) and max_parts allows %d; nothing "
-                                "was sent: shorten the template or raise max_parts"
-                                % (phone, length.parts, length.units, length.encoding, max_parts), obj="max_parts")
         sender = settings.require("sender")
         with self.client(settings) as client:
-            self.log.info("Sending SMS to %s from '%s': %d part%s (%d %s units)", phone, sender, length.parts,
-                          "" if length.parts == 1 else "s", length.units, length.encoding)
+            self.log.info("Sending SMS to %s from '%s': %s", phone, sender, sms.describe(length))
             answer = client.send(sender, text, phone)
         self.log.info("ePochta accepted SMS messageID=%s to %s (%s)",
                       answer.message_id or "(none in ePochta's answer)", phone, answer)
@@ -57,17 +42,11 @@ class EpochtaGateway(Gateway):
         from mgrnotify import form as settings_form
         return settings_form.tune(form, {"api": self.APIS}, self.defaults)
 
-    def max_parts(self, settings):
-        """The most parts an SMS may have, or None for no limit."""
-        return settings.number("max_parts", None, *self.MAX_PARTS_RANGE)
-
     def client(self, settings):
         """The ePochta client the settings ask for: the XML interface, or API 3.0 when ``api`` is v3."""
         from mgrnotify import epochta
         api = settings.choice("api", self.APIS, self.defaults["api"])
-        options = dict(url=settings.get("url"),
-                       timeout=settings.number("timeout", self.defaults["timeout"], *self.TIMEOUT_RANGE),
-                       verify_tls=settings.flag("verify_tls", self.defaults["verify_tls"]), log=self.log)
+        options = dict(self.connection(settings), url=settings.get("url"))
         if api == "v3":
             return epochta.EpochtaV3(settings.require("public_key"), settings.secret("private_key"), **options)
         return epochta.EpochtaXML(settings.require("login"), settings.secret("password"), **options)

@@ -1,4 +1,4 @@
-"""HTTP(S) POST to a web service, for the gateways that speak to one (ePochta, ...).
+"""HTTP(S) requests to a web service, for the gateways that speak to one (ePochta, the SMS presets, ...).
 
 Built on ``http.client``, which starts far faster than ``urllib.request``; both it and ``ssl`` are
 imported on first use only. One timeout bounds each whole exchange (``deadline``): resolving the
@@ -11,7 +11,7 @@ service, the address and what to check; the address is shown without any user:pa
 import time
 
 from . import deadline as deadlines
-from . import netfail, tls
+from . import netfail, redact, tls
 from .errors import ConfigError, ConnectError
 
 FORM = "application/x-www-form-urlencoded"
@@ -40,11 +40,13 @@ class Timeout(PostError):
 
 
 class BadStatus(PostError):
-    """The service answered with an HTTP status other than 200; ``status`` holds it."""
+    """The service answered with an HTTP status other than 2xx; ``status`` holds it, ``body`` the answer's body
+    (some APIs put their refusal there: SMS Aero, MTS Exolve)."""
 
-    def __init__(self, message, status, **kwargs):
+    def __init__(self, message, status, body=b"", **kwargs):
         super().__init__(message, **kwargs)
         self.status = status
+        self.body = body
 
 
 ANSWER_TIMEOUT, NOT_HTTP = "answer timeout", "not http"   # causes beyond netfail's, particular to HTTP
@@ -70,6 +72,12 @@ FAILURES = {
                           "port)"),
     netfail.NETWORK: (Unreachable, "Cannot reach %(where)s (%(detail)s); check the url setting and the network"),
 }
+
+
+def excerpt(data, limit=80):
+    """The start of an answer, for an error message; secrets masked, in case the answer echoes the request."""
+    text = redact.redact(" ".join(data.decode("utf-8", "replace").split()))
+    return "'%s'" % (text[:limit] + "..." if len(text) > limit else text) if text else "an empty answer"
 
 
 class WebService:
@@ -102,13 +110,21 @@ class WebService:
         Everything from resolving the host to the answer's last byte happens within one timeout.
         """
         from urllib.parse import urlencode
+        return self.request("POST", path, urlencode(list(fields)).encode("ascii"), {"Content-Type": FORM})
+
+    def request(self, method, path=None, body=None, headers=None):
+        """``method`` (GET, POST) to the URL (or ``path``, with its query, on its host) with ``body`` (bytes) and
+        ``headers`` (a dict) added to ours; the body of a 2xx answer, else BadStatus carrying the answer's body.
+
+        Everything from resolving the host to the answer's last byte happens within one timeout.
+        """
         deadline = time.monotonic() + self.timeout
-        body = urlencode(list(fields)).encode("ascii")
-        headers = {"Content-Type": FORM, "User-Agent": USER_AGENT, "Accept": "*/*"}
-        address = self.address if path is None else self.origin + path
+        sent = {"User-Agent": USER_AGENT, "Accept": "*/*"}
+        sent.update(headers or {})
+        address = self.address if path is None else self.origin + path.split("?")[0]
         connection = self._connect(deadline)
         try:
-            connection.request("POST", path or self.path, body, headers)
+            connection.request(method, path or self.path, body, sent)
         except Exception as e:
             self.close()
             raise self._failure(e, address, request_sent=False)
@@ -150,7 +166,7 @@ class WebService:
         return connection
 
     def _answer(self, connection, address):
-        """Read the whole answer (within the connection's deadline); its body if the status is 200."""
+        """Read the whole answer (within the connection's deadline); its body if the status is 2xx."""
         response = connection.getresponse()
         chunks, size = [], 0
         while not response.isclosed():   # it closes itself once the whole body is read
@@ -164,13 +180,13 @@ class WebService:
             chunks.append(chunk)
         if response.will_close:
             self.close()
-        if response.status != 200:
+        if not 200 <= response.status < 300:
             location = response.getheader("Location") if 300 <= response.status < 400 else None
             advice = ("it redirects to %s: put that address in the url setting" % location if location else
                       "the service may be down, or the url setting may be wrong")
             raise BadStatus("%s answered HTTP %d %s at %s; %s" % (self.service, response.status, response.reason,
                                                                   address, advice),
-                            response.status, value=str(response.status))
+                            response.status, b"".join(chunks), value=str(response.status))
         return b"".join(chunks)
 
     def _failure(self, error, address, request_sent):

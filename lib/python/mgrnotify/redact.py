@@ -18,10 +18,14 @@ SECRET_WORDS = ("pass", "secret", "token", "key")
 # A tag or key whose name contains one of these is masked too: ePochta's whole credential block
 # ("authentification"), HTTP and other credentials.
 _NAME_WORDS = SECRET_WORDS + ("authentification", "authorization", "credential")
-# A name that is secret only as a whole: XMPP's SASL <auth> holds the PLAIN payload ("author" is no secret).
-_WHOLE_NAMES = ("auth",)
+# A name that is secret only as a whole: XMPP's SASL <auth> holds the PLAIN payload ("author" is no secret);
+# SMS.ru's key "api_id" and SMSC.ru's password "psw" (docs/SMS-PROVIDERS.md; "rapid_id", "pswd_hint" are no secret).
+_WHOLE_NAMES = ("auth", "api_id", "psw")
 # Every secret name contains one of these, so a line without any of them needs no regular expression.
-_TRIGGERS = SECRET_WORDS + ("auth", "credential")
+_TRIGGERS = SECRET_WORDS + ("auth", "credential", "api_id", "psw")
+# A value of a name holding this is a scheme word and the credential after it ("Authorization: Basic dXNl..."):
+# both are masked, not the scheme alone.
+_SCHEMED = "authoriz"
 
 # [ours] A remembered secret shorter than this is masked in free text only where it stands alone, with no
 # letter, digit or "_" touching it ("abc" in "refused 'abc'", not in "abcde"): masking every "a" or "12" inside
@@ -62,6 +66,7 @@ def _compile():
     # megabyte of letters. "(?=(run))\1" takes the run whole, never giving it back a character at a time.
     _patterns["key"] = re.compile(r"""(?<![\w.-])(?=([\w.-]+))\1["']?\s*(?:=>|[:=])\s*""")
     _patterns["value"] = re.compile(r"""("[^"]*"?|'[^']*'?|[^\s&,;'"<>]+)""")
+    _patterns["credential"] = re.compile(r"""[ \t]+[^\s&,;'"<>]+""")
 
 
 _secret_names = {}   # name -> whether it is secret: a megabyte of one repeated tag asks the same question often
@@ -181,6 +186,9 @@ def _key_spans(text):
             start += 1
             if len(value) > 1 and value[-1] == value[0]:
                 stop -= 1
+        elif value.isalpha() and _SCHEMED in key.group(1).lower():
+            credential = _patterns["credential"].match(text, stop)
+            stop = credential.end() if credential else stop
         spans.append((start, stop))
     return spans
 

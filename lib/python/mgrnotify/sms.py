@@ -7,7 +7,7 @@ part when split, the extension characters taking two) unless one character is ou
 which makes the whole text UCS-2 (70 in one, 67 per part, counted in UTF-16 units).
 """
 
-from .errors import DeliveryError
+from .errors import DeliveryError, InputError
 
 # GSM 03.38: the basic character set (without the escape character) and the extension table
 # characters a phone sends as escape + character (two septets), the form feed among them.
@@ -78,3 +78,22 @@ def _parts(costs, limits):
             parts, used = parts + 1, 0
         used += cost
     return parts
+
+
+def checked(phone, text, max_parts=None):
+    """(the digits of ``phone``, the ``Length`` of ``text``) for an SMS that may go: InputError for an empty text,
+    DeliveryError for one longer than ``max_parts`` (None: no limit), before any money is spent."""
+    digits = normalize_phone(phone)
+    if not text.strip():
+        raise InputError("The SMS to send to %s is empty; nothing was sent" % digits, obj="message")
+    length = measure(text)
+    if max_parts is not None and length.parts > max_parts:
+        raise DeliveryError("The SMS to %s is %d parts long (%d %s units) and max_parts allows %d; nothing "
+                            "was sent: shorten the template or raise max_parts"
+                            % (digits, length.parts, length.units, length.encoding, max_parts), obj="max_parts")
+    return digits, length
+
+
+def describe(length):
+    """'1 part (40 UCS-2 units)', for the log."""
+    return "%d part%s (%d %s units)" % (length.parts, "" if length.parts == 1 else "s", length.units, length.encoding)
