@@ -31,18 +31,21 @@ import pytest
 
 import sandbox as sandboxlib
 from epochta_server import Account, EpochtaServer
+from httpsms_servers import SmsRuServer
 from mgrnotify import __version__
 
 REPO = sandboxlib.REPO
 MGR5 = "/usr/local/mgr5"
 LIBRARY = "billmanager-plugin-mgrnotify"
-PLUGINS = ("billmanager-plugin-ntjabber", "billmanager-plugin-gwepochta", "billmanager-plugin-gwmail")
+PLUGINS = ("billmanager-plugin-ntjabber", "billmanager-plugin-gwepochta", "billmanager-plugin-gwhttpsms",
+           "billmanager-plugin-gwmail")
 PACKAGES = (LIBRARY,) + PLUGINS
 # Each module with what its `--command features` names: a gateway's notify module, a type's contact column.
 MODULES = {
     "notify/ntjabber": ("contact_type", "jabber"),
     "gate/gwjabber": ("notify_module", "ntjabber"),
     "gate/gwepochta": ("notify_module", "ntsms"),
+    "gate/gwhttpsms": ("notify_module", "ntsms"),
     "gate/gwmail": ("notify_module", "ntemail"),
 }
 # The repository's folders that are the /usr/local/mgr5 tree: every file in them belongs in a package.
@@ -59,6 +62,7 @@ BUILD_TOOLS = ("rpmbuild", "dpkg-buildpackage", "dh", "git")
 HOST_LOCK = os.path.join(tempfile.gettempdir(), "billmanager-plugin-packages-test.lock")
 LOCK_WAIT = 600   # seconds to wait for another run of these tests to finish with this machine's packages
 EPOCHTA_PASSWORD = "packaged-Ep0chta pw&<x>"
+SMSRU_API_KEY = "packaged-SMSru-9F3C2A71-5B6D"
 
 
 def run(argv, **options):
@@ -202,7 +206,7 @@ def repository_files(tree):
 
 # --- without root: what the builds made ----------------------------------------------------------------------
 
-def test_both_builds_make_the_four_packages(packages):
+def test_both_builds_make_the_five_packages(packages):
     assert sorted(packages.deb) == sorted(PACKAGES)
     assert sorted(packages.rpm) == sorted(PACKAGES)
 
@@ -614,6 +618,21 @@ def test_installed_gwepochta_delivers_to_the_epochta_stand_in(apt_installed):
     [sms] = server.documents()
     assert sms.findtext("message/text") == "Your invoice is ready"
     assert sms.findtext("numbers/number") == "380972920000"
+
+
+def test_installed_gwhttpsms_delivers_to_the_smsru_stand_in(apt_installed):
+    sandboxlib.remember_secret(SMSRU_API_KEY)
+    with SmsRuServer(SMSRU_API_KEY) as server:
+        request = sandboxlib.gateway_request(
+            {"preset": "smsru", "url": server.origin, "api_key": SMSRU_API_KEY, "sender": "BILLmgr",
+             "timeout": "10"},
+            "Счёт готов & ждёт", user={"id": "5", "name": "client", "phone": "+7 (912) 000-00-00"},
+            project={"id": "1", "name": "Provider"},
+            gateway={"id": "4", "name": "smsru", "gateway_module": "gwhttpsms", "notify_module": "ntsms"})
+        done = apt_installed.run("gate/gwhttpsms", "--command", "outgoing", input=request)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert len(ET.fromstring(done.stdout)) == 0, done.stdout
+    assert server.sent == [("79120000000", "Счёт готов & ждёт", "BILLmgr")]
 
 
 def test_installed_ejs_engine_renders_with_the_systems_node(apt_installed):
