@@ -10,7 +10,6 @@ no "seen" flag: the UIDs already handed on are kept in a small file (``SeenList`
 
 import base64
 import imaplib
-import os
 import poplib
 import re
 import socket
@@ -319,54 +318,8 @@ class SeenList:
 
     def save(self, uids):
         """Replace the remembered UIDs, atomically: a crash leaves the old list or the new, never half of one."""
-        folder = os.path.dirname(self.path)
-        if folder:
-            os.makedirs(folder, exist_ok=True)
-        temporary = self.path + ".tmp"
-        with open(temporary, "w", encoding="ascii") as f:
-            f.write("".join(uid + "\n" for uid in sorted(uids)))
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(temporary, self.path)
-
-
-class MailboxLock:
-    """One mailbox's lock: an flock on a file, so that two ``ingoing`` runs never hand over the same mail.
-
-    The run holding it fetches, answers and marks; a second run waits for it, and then finds the mail marked.
-    Closing the file (or the process ending in any way) releases it.
-    """
-
-    POLL = 0.05   # seconds between tries while another run holds the lock
-
-    def __init__(self, path):
-        self.path = path
-        self.file = None
-
-    def acquire(self, wait):
-        """Take the lock, waiting up to ``wait`` seconds; False if another run still holds it by then."""
-        import fcntl
-        import time
-        folder = os.path.dirname(self.path)
-        if folder:
-            os.makedirs(folder, exist_ok=True)
-        self.file = open(self.path, "a")
-        deadline = time.monotonic() + wait
-        while True:
-            try:
-                fcntl.flock(self.file, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                return True
-            except BlockingIOError:
-                if time.monotonic() >= deadline:
-                    self.release()
-                    return False
-                time.sleep(self.POLL)
-
-    def release(self):
-        """Let the next run in."""
-        if self.file is not None:
-            self.file.close()
-            self.file = None
+        from .statefile import replace_file
+        replace_file(self.path, "".join(uid + "\n" for uid in sorted(uids)))
 
 
 def imap_folder_name(name):

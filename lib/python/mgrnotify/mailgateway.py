@@ -82,12 +82,13 @@ class MailGateway(Gateway):
         Another run on the same mailbox may hold its lock: this one waits up to ``timeout`` seconds for it to
         mark what it handed over, else hands over nothing (the mail comes with the next call).
         """
-        from mgrnotify.mailbox import MailboxLock, message_text
+        from mgrnotify.mailbox import message_text
+        from mgrnotify.statefile import FileLock
         settings = request.settings
         limit = settings.number("in_limit", self.defaults["in_limit"], 1, self.MAX_IN_LIMIT)
         self.in_after = settings.choice("in_after", self.IN_AFTER, self.defaults["in_after"])
         self.inbox = self.mailbox(settings)
-        self.lock = MailboxLock(self.lock_path(self.inbox, settings))
+        self.lock = FileLock(self.lock_path(self.inbox, settings))
         wait = settings.number("timeout", self.defaults["timeout"], 1, self.MAX_TIMEOUT)
         if not self.lock.acquire(wait):
             self.log.warning("Another ingoing run has held the %s mailbox %s for over %d s (lock %s); this run "
