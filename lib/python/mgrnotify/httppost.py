@@ -41,12 +41,14 @@ class Timeout(PostError):
 
 class BadStatus(PostError):
     """The service answered with an HTTP status other than 2xx; ``status`` holds it, ``body`` the answer's body
-    (some APIs put their refusal there: SMS Aero, MTS Exolve)."""
+    (some APIs put their refusal there: SMS Aero, MTS Exolve), ``headers`` its header fields (MAX's 429 may say
+    how long to wait)."""
 
-    def __init__(self, message, status, body=b"", **kwargs):
+    def __init__(self, message, status, body=b"", headers=None, **kwargs):
         super().__init__(message, **kwargs)
         self.status = status
         self.body = body
+        self.headers = headers if headers is not None else {}
 
 
 ANSWER_TIMEOUT, NOT_HTTP = "answer timeout", "not http"   # causes beyond netfail's, particular to HTTP
@@ -112,31 +114,33 @@ class WebService:
         from urllib.parse import urlencode
         return self.request("POST", path, urlencode(list(fields)).encode("ascii"), {"Content-Type": FORM})
 
-    def request(self, method, path=None, body=None, headers=None):
+    def request(self, method, path=None, body=None, headers=None, timeout=None):
         """``method`` (GET, POST) to the URL (or ``path``, with its query, on its host) with ``body`` (bytes) and
         ``headers`` (a dict) added to ours; the body of a 2xx answer, else BadStatus carrying the answer's body.
 
-        Everything from resolving the host to the answer's last byte happens within one timeout.
+        Everything from resolving the host to the answer's last byte happens within one timeout: the service's,
+        or ``timeout`` for this request (a long poll that the service holds open on purpose).
         """
-        deadline = time.monotonic() + self.timeout
+        timeout = timeout or self.timeout
+        deadline = time.monotonic() + timeout
         sent = {"User-Agent": USER_AGENT, "Accept": "*/*"}
         sent.update(headers or {})
         address = self.address if path is None else self.origin + path.split("?")[0]
-        connection = self._connect(deadline)
+        connection = self._connect(deadline, timeout)
         try:
             connection.request(method, path or self.path, body, sent)
         except Exception as e:
             self.close()
-            raise self._failure(e, address, request_sent=False)
+            raise self._failure(e, address, request_sent=False, timeout=timeout)
         try:
             return self._answer(connection, address)
         except Exception as e:
             self.close()
             if isinstance(e, PostError):
                 raise
-            raise self._failure(e, address, request_sent=True)
+            raise self._failure(e, address, request_sent=True, timeout=timeout)
 
-    def _connect(self, deadline):
+    def _connect(self, deadline, timeout):
         """The open connection, its reads and sends now bound to ``deadline``; connecting (and shaking
         hands) first if there is none."""
         if self._connection is not None:
@@ -160,7 +164,7 @@ class WebService:
         except Exception as e:
             if sock is not None:
                 sock.close()
-            raise self._failure(e, self.address, request_sent=False)
+            raise self._failure(e, self.address, request_sent=False, timeout=timeout)
         connection.sock = deadlines.Socket(sock, deadline)
         self._connection = connection
         return connection
@@ -186,11 +190,11 @@ class WebService:
                       "the service may be down, or the url setting may be wrong")
             raise BadStatus("%s answered HTTP %d %s at %s; %s" % (self.service, response.status, response.reason,
                                                                   address, advice),
-                            response.status, b"".join(chunks), value=str(response.status))
+                            response.status, b"".join(chunks), response.msg, value=str(response.status))
         return b"".join(chunks)
 
-    def _failure(self, error, address, request_sent):
-        """The readable PostError for an exception of connecting, sending or reading."""
+    def _failure(self, error, address, request_sent, timeout):
+        """The readable PostError for an exception of connecting, sending or reading within ``timeout`` seconds."""
         import http.client
         cause = netfail.kind(error)
         if cause == netfail.TIMEOUT and request_sent:
@@ -204,7 +208,7 @@ class WebService:
                   or getattr(error, "strerror", None) or str(error) or type(error).__name__)
         if cause == netfail.CERTIFICATE and detail == "CERTIFICATE_VERIFY_FAILED":   # Python 3.6 says no more
             detail = "certificate verify failed"
-        message = template % {"where": "%s at %s" % (self.service, address), "timeout": self.timeout,
+        message = template % {"where": "%s at %s" % (self.service, address), "timeout": timeout,
                               "detail": detail}
         if kind is Timeout:
             return Timeout(message, request_sent=request_sent)
