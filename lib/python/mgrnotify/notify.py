@@ -197,7 +197,7 @@ class NotifyModule(Module):
             for text, attrs in messages:
                 contact = self.normalize_contact(attrs.get("from", ""))
                 try:
-                    reply = desk.file(contact, text, settings.get("ticket_format"))
+                    reply = self.incoming(desk, contact, text, attrs, settings)
                 except Exception as e:   # the message is off the server already: keep it in the log
                     self.log.exception("The message from %s could not be filed (%s); its text: %s",
                                        contact, e, text)
@@ -210,6 +210,11 @@ class NotifyModule(Module):
         if failures:
             raise errors.PartialFailure(failures, "gateways read %d of %d, messages filed or answered %d"
                                         % (read, len(gateways), handled), obj=gate)
+
+    def incoming(self, desk, contact, text, attrs, settings):
+        """What one incoming message does: filed into its ticket (``tickets.TicketDesk``); the reply for its sender,
+        or None. ``attrs`` are the gateway's attributes of the message (``from`` and any others a type reads)."""
+        return desk.file(contact, text, settings.get("ticket_format"))
 
     def _reply(self, module, gateway, contact, text):
         reason = module.outgoing(gateway, [xmlio.element("message", text), xmlio.element(self.contact_type, contact)])
