@@ -361,6 +361,17 @@ def gateway_request(params, message=None, user=None, project=None, gateway=None,
     return xmlio.document(*children)
 
 
+def batch_request(params, messages):
+    """An outgoing_batch request: the gateway's settings and (id, to, subject, body) messages."""
+    xmlparams = xmlio.document(*[xmlio.element(k, v) for k, v in params.items()])
+    items = [xmlio.element("message", attrs={"id": task, "to": to},
+                           children=([xmlio.element("subject", subject)] if subject else [])
+                           + [xmlio.element("body", body)])
+             for task, to, subject, body in messages]
+    return xmlio.document(xmlio.element("gateway", children=[xmlio.element("xmlparams", xmlparams)]),
+                          xmlio.element("messages", children=items))
+
+
 def check_connection_request(params, form_fields=("login", "password")):
     """A ``check_connection`` request: the settings form plus ``<xmlparams>`` holding the entered values."""
     xmlparams = xmlio.document(*[xmlio.element(k, v) for k, v in params.items()])

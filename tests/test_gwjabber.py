@@ -11,6 +11,7 @@ import pytest
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import sandbox as sandboxlib  # noqa: E402
+from sandbox import batch_request  # noqa: E402
 from mgrnotify import xmlio, xmpp  # noqa: E402
 import prosody as prosodylib  # noqa: E402
 from localnet import FaultyServer, free_port  # noqa: E402
@@ -74,17 +75,6 @@ def send_messages(server, jid, password, to, messages):
         for body, subject in messages:
             client.send(to, body, subject)
         client.ping()
-
-
-def batch_request(params, messages):
-    """An outgoing_batch request: the gateway's settings and (id, to, subject, body) messages."""
-    xmlparams = xmlio.document(*[xmlio.element(k, v) for k, v in params.items()])
-    items = [xmlio.element("message", attrs={"id": task, "to": to},
-                           children=([xmlio.element("subject", subject)] if subject else [])
-                           + [xmlio.element("body", body)])
-             for task, to, subject, body in messages]
-    return xmlio.document(xmlio.element("gateway", children=[xmlio.element("xmlparams", xmlparams)]),
-                          xmlio.element("messages", children=items))
 
 
 def answer(result):
