@@ -37,13 +37,15 @@ from mgrnotify import __version__
 REPO = sandboxlib.REPO
 MGR5 = "/usr/local/mgr5"
 LIBRARY = "billmanager-plugin-mgrnotify"
-PLUGINS = ("billmanager-plugin-ntjabber", "billmanager-plugin-gwepochta", "billmanager-plugin-gwhttpsms",
-           "billmanager-plugin-gwmail")
+PLUGINS = ("billmanager-plugin-ntjabber", "billmanager-plugin-ntmax", "billmanager-plugin-gwepochta",
+           "billmanager-plugin-gwhttpsms", "billmanager-plugin-gwmail")
 PACKAGES = (LIBRARY,) + PLUGINS
 # Each module with what its `--command features` names: a gateway's notify module, a type's contact column.
 MODULES = {
     "notify/ntjabber": ("contact_type", "jabber"),
     "gate/gwjabber": ("notify_module", "ntjabber"),
+    "notify/ntmax": ("contact_type", "max"),
+    "gate/gwmax": ("notify_module", "ntmax"),
     "gate/gwepochta": ("notify_module", "ntsms"),
     "gate/gwhttpsms": ("notify_module", "ntsms"),
     "gate/gwmail": ("notify_module", "ntemail"),
@@ -57,7 +59,7 @@ RELOAD = {"options": {"-m": "billmgr", "-R": ""}, "func": "", "params": {}}   # 
 EJS_FILES = tuple(LIBRARY_FOLDER + "/" + name for name in (
     "ejs_render.js", "node_modules/ejs/LICENSE", "node_modules/ejs/package.json", "node_modules/ejs/lib/ejs.js",
     "node_modules/ejs/lib/utils.js"))
-NEEDS_NODE = "billmanager-plugin-ntjabber"
+NEEDS_NODE = ("billmanager-plugin-ntjabber", "billmanager-plugin-ntmax")   # the notification types: EJS templates
 BUILD_TOOLS = ("rpmbuild", "dpkg-buildpackage", "dh", "git")
 HOST_LOCK = os.path.join(tempfile.gettempdir(), "billmanager-plugin-packages-test.lock")
 LOCK_WAIT = 600   # seconds to wait for another run of these tests to finish with this machine's packages
@@ -206,7 +208,7 @@ def repository_files(tree):
 
 # --- without root: what the builds made ----------------------------------------------------------------------
 
-def test_both_builds_make_the_five_packages(packages):
+def test_both_builds_make_the_six_packages(packages):
     assert sorted(packages.deb) == sorted(PACKAGES)
     assert sorted(packages.rpm) == sorted(PACKAGES)
 
@@ -239,10 +241,10 @@ def test_the_library_ships_the_ejs_engine(packages):
 
 
 @pytest.mark.parametrize("package", PACKAGES)
-def test_only_the_package_with_ejs_templates_needs_node(packages, package):
+def test_only_the_packages_with_ejs_templates_need_node(packages, package):
     depends = {d.strip() for d in deb_field(packages.deb[package], "Depends").split(",")}
     requires = {r.strip() for r in rpm_query(packages.rpm[package], "-R").splitlines()}
-    assert ("nodejs" in depends, "nodejs" in requires) == ((True, True) if package == NEEDS_NODE else (False, False))
+    assert ("nodejs" in depends, "nodejs" in requires) == ((True, True) if package in NEEDS_NODE else (False, False))
 
 
 def test_version_is_read_from_mgrnotify_init_at_build_time(tmp_path):
