@@ -60,7 +60,7 @@ def explain(rows):
     if spread:
         lines.append(spread)
     explained = set()
-    for rule in (_startup, _gwepochta, _gwmail, _process, _distant, _memory, _redact):
+    for rule in (_startup, _sms, _gwmail, _process, _distant, _memory, _redact):
         text, covered = rule(rows)
         if text:
             lines.append(text)
@@ -73,7 +73,7 @@ def explain(rows):
 
 
 # The benchmarks whose baseline is a bare `/usr/bin/python3 -c pass` (bench/timing.py, BASELINE).
-INTERPRETER_BASELINE = ("bench_features.py", "bench_gwepochta.py", "bench_gwmail.py")
+INTERPRETER_BASELINE = ("bench_features.py", "bench_sms.py", "bench_gwmail.py")
 
 
 def _baseline_spread(rows):
@@ -117,20 +117,25 @@ def _startup(rows):
     return text, [r.figure for r in group]
 
 
-def _gwepochta(rows):
-    group, missed = _missed_in(rows, lambda r: r.figure.startswith("gwepochta outgoing"))
-    floor = next((r for r in rows if r.figure.startswith("gwepochta floor")), None)
+# The SMS gateways bench_sms.py measures against one floor (its row "SMS floor: ...").
+SMS_GATEWAYS = ("gwepochta", "gwhttpsms")
+
+
+def _sms(rows):
+    group, missed = _missed_in(rows, lambda r: r.figure.startswith(tuple(g + " outgoing" for g in SMS_GATEWAYS)))
+    floor = next((r for r in rows if r.figure.startswith("SMS floor")), None)
     if not missed:
         return None, []
-    text = ("**gwepochta `outgoing` (goal %s)**: %s." % (missed[0].goal, ", ".join(
-        "%s %.2f× (%s)" % (r.figure[len("gwepochta outgoing, "):], r.ratio, r.value) for r in missed)))
+    gateways = [g for g in SMS_GATEWAYS if any(r.figure.startswith(g + " ") for r in missed)]
+    text = ("**%s `outgoing` (goal %s)**: %s." % (" and ".join(gateways), missed[0].goal, ", ".join(
+        "%s %.2f× (%s)" % (r.figure.replace(" outgoing", "").replace(",", ""), r.ratio, r.value) for r in missed)))
     if floor is not None and floor.ratio is not None:
         goal = number(missed[0].goal)
-        slowest = max(missed, key=lambda r: number(r.value, "ms"))
+        slowest = {g: max(number(r.value, "ms") for r in missed if r.figure.startswith(g + " ")) for g in gateways}
         text += (" What one SMS has to import (the floor row: `http.client`, which pulls in the `email` package, and "
-                 "the XML parser) comes to %.2f× alone, %s the goal; the exchange itself adds %.1f ms at most."
+                 "the XML parser) comes to %.2f× alone, %s the goal; the exchange itself adds %s at most."
                  % (floor.ratio, "already above" if goal is not None and floor.ratio > goal else "below",
-                    number(slowest.value, "ms") - number(floor.value, "ms")))
+                    ", ".join("%.1f ms (%s)" % (slowest[g] - number(floor.value, "ms"), g) for g in gateways)))
     return text, [r.figure for r in group]
 
 

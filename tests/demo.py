@@ -1,10 +1,10 @@
 """The local end-to-end demo: a BILLmanager stand-in and real servers on loopback, the modules run exactly
 as BILLmanager runs them.
 
-MariaDB holds the BILLmanager tables; Prosody (XMPP), Dovecot (IMAP), aiosmtpd (SMTP) and a stand-in for
-ePochta's XML interface play the outside world, each with its own self-signed certificate, which the modules
-verify (one bundle in SSL_CERT_FILE). Every step prints what it did and what it read back from the servers
-themselves; a failed step says why and the demo exits non-zero. Everything it starts is stopped at the end.
+MariaDB holds the BILLmanager tables; Prosody (XMPP), Dovecot (IMAP), aiosmtpd (SMTP) and stand-ins for
+ePochta's XML interface and SMS.ru's API play the outside world over TLS, with self-signed certificates (Prosody
+its own, the others one between them) which the modules verify (one bundle in SSL_CERT_FILE). Every step prints what it did and what it read back from the
+servers themselves; a failed step says why and the demo exits non-zero. Everything it starts is stopped at the end.
 """
 
 import os
@@ -69,6 +69,7 @@ class Demo:
     def start_servers(self):
         import dovecot as dovecotlib
         import epochta_server
+        import httpsms_servers
         import prosody as prosodylib
         import smtp_server
         self.mariadb = sandboxlib.MariaDB().start()
@@ -79,7 +80,7 @@ class Demo:
         self.pids.append(self.xmpp.process.pid)
         certs = os.path.join(self.folder, "certs")
         os.makedirs(certs)
-        cert, key = make_certificate(certs)   # one certificate for Dovecot, SMTP and the ePochta stand-in
+        cert, key = make_certificate(certs)   # one certificate for Dovecot, SMTP and the SMS stand-ins
         self.imap = dovecotlib.Dovecot(cert, key, "imap-demo-password").start()
         self.started.append(self.imap.stop)
         self.pids.append(self.imap.process.pid)
@@ -88,19 +89,21 @@ class Demo:
         self.epochta = epochta_server.EpochtaServer([epochta_server.Account("demo", "sms-demo-password")],
                                                     tls_folder=certs).start()
         self.started.append(self.epochta.stop)
+        self.smsru = httpsms_servers.SmsRuServer("httpsms-demo-api-key", tls_folder=certs).start()
+        self.started.append(self.smsru.stop)
         bundle = os.path.join(certs, "bundle.pem")
         with open(bundle, "w") as out:
             for path in (self.xmpp.cert, cert):
                 with open(path) as f:
                     out.write(f.read())
         os.environ["SSL_CERT_FILE"] = bundle   # the modules verify every server against these certificates
-        for secret in ("imap-demo-password", "smtp-demo-password", "sms-demo-password"):
+        for secret in ("imap-demo-password", "smtp-demo-password", "sms-demo-password", "httpsms-demo-api-key"):
             sandboxlib.remember_secret(secret)
         return ["MariaDB on %s" % self.mariadb.socket,
                 "Prosody (XMPP) on 127.0.0.1:%d" % self.xmpp.port,
                 "Dovecot (IMAP) on 127.0.0.1:%d, SMTP (aiosmtpd) on 127.0.0.1:%d" % (
                     self.imap.ports[("imap", "ssl")], self.smtp.ports["starttls"]),
-                "ePochta stand-in on %s" % self.epochta.url]
+                "ePochta stand-in on %s, SMS.ru stand-in on %s" % (self.epochta.url, self.smsru.origin)]
 
     def lay_out(self):
         self.box = sandboxlib.Sandbox(self.folder, self.mariadb)
@@ -128,6 +131,8 @@ class Demo:
                                        project=self.project, gateway_type=2, name="Jabber in")
         self.sms_settings = {"login": "demo", "password": "sms-demo-password", "sender": "DemoHost",
                              "url": self.epochta.url}
+        self.httpsms_settings = {"preset": "smsru", "api_key": "httpsms-demo-api-key", "sender": "DemoHost",
+                                 "url": self.smsru.origin}
         self.mail_settings = {
             "email": "billing@demo.example", "from_name": "Demo Hosting", "smtp_host": "127.0.0.1",
             "smtp_port": str(self.smtp.ports["starttls"]), "smtp_security": "starttls", "smtp_login": "billing",
@@ -180,18 +185,34 @@ class Demo:
         lines += ["  from %s, subject '%s': %s" % (xmpp.bare_jid(s), subject, body) for s, body, subject in received]
         return lines
 
-    def sms(self):
-        request = sandboxlib.gateway_request(self.sms_settings, SMS_TEXT, user={"phone": self.alice["phone"]},
+    def send_sms(self, module, settings):
+        """Run ``module --command outgoing`` with SMS_TEXT to alice's phone, as ntsms does; raises with the reason
+        the error document gives."""
+        request = sandboxlib.gateway_request(settings, SMS_TEXT, user={"phone": self.alice["phone"]},
                                              project={"id": str(self.project), "name": "Demo Hosting"})
-        done = self.box.run("gate/gwepochta", "--command", "outgoing", input=request)
+        done = self.box.run(module, "--command", "outgoing", input=request)
         if done.returncode != 0:
             raise RuntimeError(xmlio.text(xmlio.parse(done.stdout), "error/msg"))
+
+    def sms(self):
+        self.send_sms("gate/gwepochta", self.sms_settings)
         root = self.epochta.documents()[-1]
         return ["ran gate/gwepochta --command outgoing (as BILLmanager's ntsms does): exit 0",
                 "the ePochta stand-in received over HTTPS: operation %s, number %s, sender %s" % (
                     root.findtext("operations/operation"), root.findtext("numbers/number"),
                     root.findtext("message/sender")),
                 "text: %s" % root.findtext("message/text")]
+
+    def httpsms(self):
+        self.send_sms("gate/gwhttpsms", self.httpsms_settings)
+        if not self.smsru.sent:
+            raise RuntimeError("the SMS.ru stand-in took no SMS")
+        number, text, sender = self.smsru.sent[-1]
+        request = self.smsru.requests[-1]
+        return ["ran gate/gwhttpsms --command outgoing (preset smsru, as BILLmanager's ntsms does): exit 0",
+                "the SMS.ru stand-in received over HTTPS: %s %s, number %s, sender %s" % (
+                    request["method"], request["path"], number, sender),
+                "text: %s" % text]
 
     def mail(self):
         request = sandboxlib.gateway_request(self.mail_settings, "Здравствуйте, Алиса!\n\nСчёт №42 на 1 500 ₽ "
@@ -285,6 +306,7 @@ def main():
             report.step("Ask every module for its features, as BILLmanager does", demo.features)
             report.step("Jabber: queue two notifications, run ntjabber process, read them as alice", demo.jabber)
             report.step("SMS: gwepochta outgoing, read back from the ePochta stand-in", demo.sms)
+            report.step("SMS: gwhttpsms outgoing (SMS.ru preset), read back from the SMS.ru stand-in", demo.httpsms)
             report.step("Mail: gwmail outgoing with a Cyrillic subject, then ingoing over IMAP", demo.mail)
             report.step("Reply: alice answers '#ticket ...' over Jabber, getmessage files it", demo.reply)
             report.step("What the queue and the logs hold afterwards", demo.queue_after)
