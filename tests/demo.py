@@ -2,7 +2,7 @@
 as BILLmanager runs them.
 
 MariaDB holds the BILLmanager tables; Prosody (XMPP), Dovecot (IMAP), aiosmtpd (SMTP) and stand-ins for
-ePochta's XML interface and SMS.ru's API play the outside world over TLS, with self-signed certificates (Prosody
+ePochta's XML interface, SMS.ru's API and the MAX Bot API play the outside world over TLS, with self-signed certificates (Prosody
 its own, the others one between them) which the modules verify (one bundle in SSL_CERT_FILE). Every step prints what it did and what it read back from the
 servers themselves; a failed step says why and the demo exits non-zero. Everything it starts is stopped at the end.
 """
@@ -70,6 +70,7 @@ class Demo:
         import dovecot as dovecotlib
         import epochta_server
         import httpsms_servers
+        import max_server
         import prosody as prosodylib
         import smtp_server
         self.mariadb = sandboxlib.MariaDB().start()
@@ -91,19 +92,23 @@ class Demo:
         self.started.append(self.epochta.stop)
         self.smsru = httpsms_servers.SmsRuServer("httpsms-demo-api-key", tls_folder=certs).start()
         self.started.append(self.smsru.stop)
+        self.max_bot = max_server.MaxServer("max-demo-bot-token", tls_folder=certs).start()
+        self.started.append(self.max_bot.stop)
         bundle = os.path.join(certs, "bundle.pem")
         with open(bundle, "w") as out:
             for path in (self.xmpp.cert, cert):
                 with open(path) as f:
                     out.write(f.read())
         os.environ["SSL_CERT_FILE"] = bundle   # the modules verify every server against these certificates
-        for secret in ("imap-demo-password", "smtp-demo-password", "sms-demo-password", "httpsms-demo-api-key"):
+        for secret in ("imap-demo-password", "smtp-demo-password", "sms-demo-password", "httpsms-demo-api-key",
+                       "max-demo-bot-token"):
             sandboxlib.remember_secret(secret)
         return ["MariaDB on %s" % self.mariadb.socket,
                 "Prosody (XMPP) on 127.0.0.1:%d" % self.xmpp.port,
                 "Dovecot (IMAP) on 127.0.0.1:%d, SMTP (aiosmtpd) on 127.0.0.1:%d" % (
                     self.imap.ports[("imap", "ssl")], self.smtp.ports["starttls"]),
-                "ePochta stand-in on %s, SMS.ru stand-in on %s" % (self.epochta.url, self.smsru.origin)]
+                "ePochta stand-in on %s, SMS.ru stand-in on %s" % (self.epochta.url, self.smsru.origin),
+                "MAX Bot API stand-in on %s" % self.max_bot.origin]
 
     def lay_out(self):
         self.box = sandboxlib.Sandbox(self.folder, self.mariadb)
@@ -116,7 +121,7 @@ class Demo:
             sandboxlib.remember_secret(password)
             self.accounts[name] = (self.xmpp.register("demo" + name, password), password)
         alice_jid = self.accounts["alice"][0]
-        _, account = box.add_user("alice", project=self.project, realname="Алиса Иванова", email="alice@demo.example",
+        self.alice_id, account = box.add_user("alice", project=self.project, realname="Алиса Иванова", email="alice@demo.example",
                                   phone="+7 (900) 123-45-67", jabber=alice_jid)
         self.alice = {"id": "1", "name": "alice", "realname": "Алиса Иванова", "email": "alice@demo.example",
                       "phone": "+7 (900) 123-45-67", "jabber": alice_jid}
@@ -129,6 +134,12 @@ class Demo:
                                        self.xmpp.settings(support_jid, support_password, ticket_format="#id",
                                                           receive_window="2"),
                                        project=self.project, gateway_type=2, name="Jabber in")
+        max_settings = {"token": "max-demo-bot-token", "url": self.max_bot.origin, "receive_window": "1",
+                        "ticket_format": "#id"}
+        box.add_gateway("gwmax", "ntmax", max_settings, project=self.project, name="MAX out")
+        box.add_gateway("gwmax", "ntmax", max_settings, project=self.project, gateway_type=2, name="MAX in")
+        with open(box.path("var", "mgrctl-user-edit"), "w") as f:
+            f.write("max\n")   # the stand-in mgrctl stores user.edit's max, as BILLmanager does
         self.sms_settings = {"login": "demo", "password": "sms-demo-password", "sender": "DemoHost",
                              "url": self.epochta.url}
         self.httpsms_settings = {"preset": "smsru", "api_key": "httpsms-demo-api-key", "sender": "DemoHost",
@@ -143,7 +154,7 @@ class Demo:
         return ["MGR5 root %s, database %s" % (box.root, box.db_name),
                 "provider %d 'Demo Hosting'; user alice (jabber %s, phone %s, email %s); ticket #%d" % (
                     self.project, alice_jid, self.alice["phone"], self.alice["email"], self.ticket),
-                "gateways: gwjabber outgoing, gwjabber ingoing (#id replies into tickets)"]
+                "gateways: gwjabber and gwmax, each outgoing and ingoing (#id replies into tickets)"]
 
     # --- steps -----------------------------------------------------------------------------------------
 
@@ -265,6 +276,38 @@ class Demo:
                 "sbin/mgrctl was called: clientticket.edit elid=%s su=%s message=%s" % (
                     p["elid"], p["su"], p["message"])]
 
+    def max(self):
+        box, bot = self.box, self.max_bot
+        alice_max = 5550001
+        bot.add_message(alice_max, "", attachments=[bot.contact(alice_max, "+79001234567", "Алиса Иванова")])
+        self._getmessage("ntmax")
+        linked = box.db.query("SELECT `max` FROM user WHERE id = ?", (self.alice_id,))[0]["max"]
+        if linked != str(alice_max):
+            raise RuntimeError("alice was not linked (user.max is %r); the bot answered %r" % (linked, bot.sent))
+        lines = ["alice shared her own contact (+7 900 123-45-67) with the bot; ran notify/ntmax --command "
+                 "getmessage: user.edit max=%s, and the bot answered: %s" % (alice_max, bot.sent[-1][1].split("\n")[0])]
+        box.enqueue("ntmax", EJS_TEMPLATE, "<doc><project><id>%d</id><name>Demo Hosting</name></project>"
+                    "<invoice><id>42</id><amount>1 500</amount></invoice></doc>" % self.project,
+                    dict(self.alice, max=str(alice_max)), templatesubject="Оплата получена")
+        done = box.run("notify/ntmax", "--command", "process")
+        if done.returncode != 0 or not bot.sent or bot.sent[-1][0] != alice_max:
+            raise RuntimeError("ntmax process exited %d; the bot sent %r" % (done.returncode, bot.sent))
+        lines.append("ran notify/ntmax --command process: the MAX stand-in got for user %d: %s"
+                     % (alice_max, bot.sent[-1][1].replace("\n", " | ")))
+        text = "#%d Вижу счёт, спасибо" % self.ticket
+        bot.add_message(alice_max, text)
+        self._getmessage("ntmax")
+        p = [c for c in box.mgrctl_calls() if c["func"] == "clientticket.edit"][-1]["params"]
+        if p["message"] != "Вижу счёт, спасибо":
+            raise RuntimeError("the MAX reply was not filed: %r" % p)
+        return lines + ["alice wrote to the bot: %s; getmessage called clientticket.edit elid=%s su=%s"
+                        % (text, p["elid"], p["su"])]
+
+    def _getmessage(self, module):
+        done = self.box.run("notify/" + module, "--command", "getmessage", "--gate", "all")
+        if done.returncode != 0:
+            raise RuntimeError(xmlio.text(xmlio.parse(done.stdout), "error/msg"))
+
     def queue_after(self):
         rows = self.box.db.query("SELECT COUNT(*) AS n FROM notifytask")[0]["n"]
         leaks = self.box.leaks()
@@ -309,6 +352,8 @@ def main():
             report.step("SMS: gwhttpsms outgoing (SMS.ru preset), read back from the SMS.ru stand-in", demo.httpsms)
             report.step("Mail: gwmail outgoing with a Cyrillic subject, then ingoing over IMAP", demo.mail)
             report.step("Reply: alice answers '#ticket ...' over Jabber, getmessage files it", demo.reply)
+            report.step("MAX: alice links her account by her contact, gets a notification, answers a ticket",
+                        demo.max)
             report.step("What the queue and the logs hold afterwards", demo.queue_after)
     finally:
         alive = demo.stop()
