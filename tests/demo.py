@@ -2,9 +2,10 @@
 as BILLmanager runs them.
 
 MariaDB holds the BILLmanager tables; Prosody (XMPP), Dovecot (IMAP), aiosmtpd (SMTP) and stand-ins for
-ePochta's XML interface, SMS.ru's API and the MAX Bot API play the outside world over TLS, with self-signed certificates (Prosody
-its own, the others one between them) which the modules verify (one bundle in SSL_CERT_FILE). Every step prints what it did and what it read back from the
-servers themselves; a failed step says why and the demo exits non-zero. Everything it starts is stopped at the end.
+ePochta's XML interface, SMS.ru's API and the MAX Bot API play the outside world over TLS, with self-signed
+certificates (Prosody its own, the others one between them) which the modules verify (one bundle in
+SSL_CERT_FILE). Every step prints what it did and what it read back from the servers themselves; a failed step
+says why and the demo exits non-zero. Everything it starts is stopped at the end.
 """
 
 import os

@@ -418,11 +418,11 @@ class Request:
         return sandboxlib.gateway_request(values, "Счёт №42 готов <b>&amp;</b>", self.USER, self.PROJECT,
                                           gateway={"id": "1", "name": "gw"}, subject="Тема",
                                           jabber="alice@localhost", email="alice@localhost",
-                                          phone="+79001234567")
+                                          phone="+79001234567", max="123456789")
 
 
 TAGS = ("doc", "gateway", "xmlparams", "message", "messages", "user", "project", "subject", "body", "jabber",
-        "email", "phone", "id", "name", "metadata", "form", "field", "results", "result", "error", "msg",
+        "email", "phone", "max", "id", "name", "metadata", "form", "field", "results", "result", "error", "msg",
         "password", "login", "notify", "tmpl", "notice_xml", "x", "a-b", "_", "ns:tag", "ÿ")
 NASTY_TEXT = ("", " ", "\t\n", "\x00", "\x01\x02\x1f", "\x7f", "\ufffe", "\ud800", "\U0001f600 эмодзи",
               "\u202eRTL\u202c עברית", "&", "&amp;", "&lol;", "&#0;", "&#xD800;", "<", "]]>", "<![CDATA[x]]>",

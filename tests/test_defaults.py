@@ -298,8 +298,21 @@ def httpsms_assumes(gateway, monkeypatch, tmp_path):
             "method": custom.rules.send.method, "content_type": custom.rules.send.content_type}
 
 
+def max_assumes(gateway, monkeypatch, tmp_path):
+    settings = Settings({"token": "t"})
+    api = gateway.api(settings)
+    windows = []
+    gateway.config = Config(str(tmp_path))
+    monkeypatch.setattr(gateway, "poll", lambda api, marker, window: windows.append(window) or ([], None))
+    gateway.ingoing(Request(xmlio.parse("<doc/>"), settings))
+    gateway.finish(False)
+    replies = [f for f in gateway.ticket_formats if tickets.parse(f.replace("id", "7") + " text", "")]
+    return {"url": api.web.origin, "timeout": str(api.timeout), "verify_tls": on_off(api.web.verify_tls),
+            "receive_window": str(windows[0]), "ticket_format": replies[0]}
+
+
 ASSUMES = {"gwjabber": jabber_assumes, "gwepochta": epochta_assumes, "gwmail": mail_assumes,
-           "gwhttpsms": httpsms_assumes}
+           "gwhttpsms": httpsms_assumes, "gwmax": max_assumes}
 
 
 @pytest.mark.parametrize("module", GATEWAYS)

@@ -223,6 +223,11 @@ def test_check_connection_wrong_token(sandbox, server):
     assert error_of(done)[0] == "connect"
 
 
+def test_the_default_url_is_the_clients():
+    from mgrnotify.maxgateway import Max
+    assert Max.defaults["url"] == maxapi.DEFAULT_URL
+
+
 def test_formtune_fills_the_choices_and_defaults(sandbox):
     fields = [xmlio.element("field", attrs={"name": n}) for n in ("token", "ticket_format")]
     form = xmlio.document(xmlio.element("metadata", children=[xmlio.element("form", children=fields)]))

@@ -97,6 +97,8 @@ FIELDS = {
     "Authorization: Basic": lambda s: ("Authorization: Basic %s\nAccept: */*" % base64.b64encode(
         ("u@example.org:" + s).encode()).decode(), base64.b64encode(("u@example.org:" + s).encode()).decode()),
     "Authorization: Bearer": lambda s: ("headers: {'Authorization': 'Bearer %s', 'Accept': '*/*'}" % s, s),
+    "Authorization: bare token (MAX)": lambda s: ("headers {'Authorization': '%s', 'Accept': 'application/json'}"
+                                                  % s, s),
     "authorization=Bearer": lambda s: ("authorization=Bearer %s&x=1" % quote(s, safe=""), quote(s, safe="")),
     "document cut after the secret": lambda s: ("<doc><password>%s" % escape(s), escape(s)),
     "closing tag garbled": lambda s: ("<doc><password>%s</pass" % escape(s), escape(s)),

@@ -13,6 +13,7 @@ import sandbox as sandboxlib
 from localnet import ScriptedServer
 from epochta_server import Account, EpochtaServer
 from httpsms_servers import SmscServer
+from max_server import MaxServer
 from fuzzing import load_class
 from mgrnotify import errors, gateway, xmlio
 
@@ -409,12 +410,15 @@ def reachable(prosody, tmp_path, monkeypatch):
     smsc_password = new_secret("smsc")
     smsc = SmscServer("hoster", smsc_password).start()
     smtp = SMTPLogin("gw", smtp_password)
+    max_token = new_secret("max")
+    bot = MaxServer(max_token).start()
     yield {
         "gate/gwepochta": ({"login": "hoster", "password": epochta_password, "sender": "BILLmgr", "url": epochta.url,
                             "timeout": "5"}, ["password"]),
         "gate/gwhttpsms": ({"preset": "smsc", "login": "hoster", "password": smsc_password, "url": smsc.origin,
                             "timeout": "5"}, ["password"]),
         "gate/gwjabber": (prosody.settings(jid, jabber_password), ["password"]),
+        "gate/gwmax": ({"token": max_token, "url": bot.origin, "timeout": "5"}, ["token"]),
         "gate/gwmail": ({"email": "gw@mail.example", "smtp_host": "127.0.0.1", "smtp_port": str(smtp.port),
                          "smtp_security": "none", "smtp_login": "gw", "smtp_password": smtp_password,
                          "in_protocol": "none", "timeout": "5"}, ["smtp_password"]),
@@ -422,6 +426,7 @@ def reachable(prosody, tmp_path, monkeypatch):
     smtp.close()
     epochta.stop()
     smsc.stop()
+    bot.stop()
 
 
 def check_connection_form(settings, secret_names, where):
@@ -436,7 +441,7 @@ def check_connection_form(settings, secret_names, where):
         xmlio.element("extra", children=[xmlio.element("deep", children=[
             xmlio.element("private_key", decoys["nested"])])]),
         xmlio.element("param", decoys["named"], {"name": "secret"})])]
-    row = [xmlio.element("token", decoys["row"])]
+    row = [xmlio.element("session_token", decoys["row"])]   # not a setting's name: gwmax's is "token"
     if where == "root":
         form += [xmlio.element(k, v) for k, v in settings.items()]
     else:

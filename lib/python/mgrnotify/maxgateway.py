@@ -17,8 +17,9 @@ class Max(Gateway):
 
     # Each setting's value when its field is empty or absent, and what formtune shows a new gateway; README's
     # table and the form's hints say the same (tests/test_defaults.py). Only an explicit "off" turns the
-    # certificate check off. An empty url means maxapi.DEFAULT_URL.
-    defaults = {"verify_tls": "on",
+    # certificate check off.
+    defaults = {"url": "https://platform-api2.max.ru",   # maxapi.DEFAULT_URL (tests/test_gwmax.py holds them equal)
+                "verify_tls": "on",
                 "timeout": "15",            # seconds, for each request (a long poll gets receive_window more)
                 "ticket_format": "#id",     # mgrnotify.tickets.DEFAULT_TICKET_FORMAT, what ntmax assumes
                 "receive_window": "5"}      # seconds ingoing long-polls for updates
@@ -33,7 +34,7 @@ class Max(Gateway):
     def api(self, settings):
         """A ``maxapi.BotAPI`` with the gateway's token, url, timeout and verify_tls."""
         from . import maxapi
-        return maxapi.BotAPI(settings.secret("token").strip(), settings.get("url") or maxapi.DEFAULT_URL,
+        return maxapi.BotAPI(settings.secret("token").strip(), settings.get("url") or self.defaults["url"],
                              timeout=settings.number("timeout", self.defaults["timeout"], 1, self.max_timeout),
                              verify_tls=settings.flag("verify_tls", self.defaults["verify_tls"]), log=self.log)
 
@@ -127,9 +128,9 @@ class Max(Gateway):
 
     def finish(self, answered):
         """Once the answer is out, save the marker after what it handed over; then let the next run in."""
-        from . import statefile
         try:
             if answered and self.marker is not None and self.marker[1] is not None:
+                from . import statefile   # here: --command features stays light
                 path, marker = self.marker
                 try:
                     statefile.replace_file(path, "%d\n" % int(marker))
