@@ -172,3 +172,12 @@ def test_notifications_reach_the_linked_user(maxbox):
     assert done.returncode == 0, done.stdout + done.stderr
     assert maxbox.db.query("SELECT id FROM notifytask") == []
     assert [(to, text) for to, text, _ in maxbox.server.sent] == [(ALICE, "Оплата\n\nХостинг Плюс: счёт оплачен 🙂")]
+
+
+@pytest.mark.parametrize("other_phone", ["+1 7912 000 00 00", "8 (912) 000-00-00", "+7 912 000-00-001"])
+def test_only_the_same_digits_are_the_same_phone(maxbox, other_phone):
+    # Another user's phone holding alice's digits among others, or written with the trunk prefix 8, is not hers.
+    other, _ = maxbox.add_user("other", project=maxbox.project, phone=other_phone)
+    maxbox.server.add_message(ALICE, "", attachments=[MaxServer.contact(ALICE, "+79120000000")])
+    getmessage(maxbox)
+    assert linked(maxbox, maxbox.alice) == str(ALICE) and linked(maxbox, other) == ""

@@ -26,6 +26,7 @@ DB = "lib/python/mgrnotify/db.py"
 EPOCHTA_GATEWAY = "lib/python/mgrnotify/epochtagateway.py"
 MAIL_GATEWAY = "lib/python/mgrnotify/mailgateway.py"
 HTTPSMS = "lib/python/mgrnotify/httpsms.py"
+MAXLINK = "lib/python/mgrnotify/maxlink.py"
 
 
 class Mutant:
@@ -370,4 +371,36 @@ MUTANTS = [
            "            stop = credential.end() if credential else stop\n", "",
            "an Authorization header is masked up to its scheme and the credential after it is logged",
            ["tests/test_redact.py"]),
+    # --- ntmax's linking (issue 18) -------------------------------------------------------------------------
+    Mutant("maxlink-forwarded-contact-links", MAXLINK,
+           "        if contact_user != sender:\n", "        if not contact_user:\n",
+           "a forwarded contact links the forwarder to the victim's account: the victim's notices go to a stranger",
+           ["tests/test_ntmax.py"]),
+    Mutant("maxlink-contact-without-user-links", MAXLINK,
+           "        if contact_user != sender:\n", "        if contact_user and contact_user != sender:\n",
+           "a contact with no MAX user in it (any phone typed into an address book) links whoever sends it",
+           ["tests/test_ntmax.py"]),
+    Mutant("maxlink-ambiguous-phone-links-first", MAXLINK,
+           "        if len(users) > 1:\n", "        if len(users) > 99:\n",
+           "a phone several users share links the first of them: notices of one go to another's MAX",
+           ["tests/test_ntmax.py"]),
+    Mutant("maxlink-link-taken-over", MAXLINK,
+           '        if user["linked"]:\n', '        if user["linked"] and False:\n',
+           "anyone with the phone in a contact takes over an account already linked to another MAX user",
+           ["tests/test_ntmax.py"]),
+    Mutant("maxlink-link-not-read-back", MAXLINK,
+           '        if [u["id"] for u in self.users_linked_to(sender)] != [user["id"]]:\n',
+           "        if False:\n",
+           "the client is told 'linked' when BILLmanager stored nothing, and never gets a notice",
+           ["tests/test_ntmax.py"]),
+    Mutant("maxlink-phone-suffix-match", MAXLINK,
+           "                if normalize_phone(user[\"phone\"] or \"\") == digits:\n",
+           "                if normalize_phone(user[\"phone\"] or \"\").endswith(digits[-7:]):\n",
+           "a phone with the same last digits in another country links another user's account",
+           ["tests/test_ntmax.py"]),
+    Mutant("ntmax-strangers-filed", MAXLINK,
+           "        if attrs.get(\"event\") == \"bot_started\" or text.split()[:1] == [\"/start\"] or not linked:\n",
+           "        if attrs.get(\"event\") == \"bot_started\" or text.split()[:1] == [\"/start\"]:\n",
+           "a sender linked to nobody gets TicketDesk's generic answer, not the instructions to link",
+           ["tests/test_ntmax.py"]),
 ]
