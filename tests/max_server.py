@@ -85,6 +85,7 @@ class MaxServer(StandIn):
         self.token = token
         self.bot = bot or {"user_id": 9000, "name": "Provider bot", "username": "provider_bot", "is_bot": True}
         self.sent = []             # (user_id, text, format) of each message taken
+        self.keyboards = []        # (user_id, text, [[(button type, label)]]) of each message with buttons
         self.updates = []          # (sequence number, update), in order
         self.committed = 0         # updates before this sequence number were taken (a marker was passed)
         self.connections = 0
@@ -167,11 +168,33 @@ class MaxServer(StandIn):
             return self.error(400, "proto.payload", "text: size must be between 0 and 4000")
         if body.get("format") not in (None, "html", "markdown"):
             return self.error(400, "proto.payload", "format: unknown value")
+        keyboard = self.keyboard(body.get("attachments"))
+        if keyboard is False:
+            return self.error(400, "proto.payload", "attachments: invalid inline keyboard")
         mid = "mid.%016x" % next(self._mids)
         self.sent.append((int(user_id), body["text"], body.get("format")))
+        if keyboard:
+            self.keyboards.append((int(user_id), body["text"], keyboard))
         return 200, {"message": {"sender": self.bot, "recipient": {"user_id": int(user_id), "chat_type": "dialog"},
                                  "timestamp": int(time.time() * 1000),
                                  "body": {"mid": mid, "seq": len(self.sent), "text": body["text"]}}}, {}
+
+    @staticmethod
+    def keyboard(attachments):
+        """The buttons of an ``inline_keyboard`` attachment as [[(type, text)]] (None without attachments); False
+        when the attachments are not what the schema's InlineKeyboardAttachmentRequest allows."""
+        if attachments is None:
+            return None
+        try:
+            [attachment] = attachments
+            rows = attachment["payload"]["buttons"]
+            buttons = [[(b["type"], b["text"]) for b in row] for row in rows]
+        except (ValueError, TypeError, KeyError):
+            return False
+        if attachment.get("type") != "inline_keyboard" or not buttons or not all(buttons) or not all(
+                isinstance(text, str) and 1 <= len(text) <= 128 for row in buttons for _, text in row):
+            return False
+        return buttons
 
     def poll(self, query):
         limit = int(query.get("limit") or 100)

@@ -40,11 +40,13 @@ def settings_of(server, **changes):
     return {k: v for k, v in settings.items() if v is not None}
 
 
-def outgoing(sandbox, server, message=TEXT, to=str(USER), subject=None, **changes):
+def outgoing(sandbox, server, message=TEXT, to=str(USER), subject=None, request_contact=None, **changes):
     """``outgoing`` as ntmax calls it: the user's MAX id at the root as ``<max>``, the text in ``<message>``."""
     root = {"max": to}
     if subject is not None:
         root["subject"] = subject
+    if request_contact is not None:
+        root["request_contact"] = request_contact
     request = sandboxlib.gateway_request(settings_of(server, **changes), message, user={"id": "5", "name": "client"},
                                          project={"id": "1", "name": "Provider"}, gateway=GATEWAY_ROW, **root)
     return sandbox.run(MODULE, "--command", "outgoing", input=request)
@@ -112,6 +114,21 @@ def test_a_long_notice_goes_in_numbered_parts(sandbox, server):
         assert part.startswith("(%d/3) " % number)
         bodies.append(part[len("(1/3) "):])
     assert "\n".join(bodies).split("\n") == lines   # cut at line ends, nothing lost
+
+
+@pytest.mark.parametrize("length", [1, 300])
+def test_request_contact_puts_the_contact_button_under_the_last_part(sandbox, server, length):
+    # ntmax's instructions to link ask for the user's own contact with a request_contact button (inline keyboard).
+    text = "\n".join("Строка %04d: поделитесь контактом" % n for n in range(length))
+    assert_sent(outgoing(sandbox, server, text, request_contact="Поделиться контактом / Share contact"))
+    button = ("request_contact", "Поделиться контактом / Share contact")
+    assert server.keyboards == [(USER, server.sent[-1][1], [[button]])]
+    assert len(server.sent) == (1 if length == 1 else 3)
+
+
+def test_no_button_without_request_contact(sandbox, server):
+    assert_sent(outgoing(sandbox, server, request_contact=" "))
+    assert server.keyboards == [] and len(server.sent) == 1
 
 
 @pytest.mark.parametrize("to, obj, words", [

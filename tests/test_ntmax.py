@@ -60,6 +60,7 @@ def test_own_contact_links_by_phone_then_replies_go_into_tickets(maxbox):
     getmessage(maxbox)
     [hello] = replies(maxbox, ALICE)
     assert "поделитесь с ботом своим контактом" in hello and "share your own contact" in hello
+    assert maxbox.server.keyboards == [(ALICE, hello, [[("request_contact", "Поделиться контактом / Share contact")]])]
     assert linked(maxbox, maxbox.alice) == ""
 
     maxbox.server.add_message(ALICE, "", attachments=[MaxServer.contact(ALICE, "+79120000000")])
@@ -67,6 +68,7 @@ def test_own_contact_links_by_phone_then_replies_go_into_tickets(maxbox):
     assert [c["params"] for c in edits(maxbox)] == [{"elid": str(maxbox.alice), "max": str(ALICE), "sok": "ok"}]
     assert linked(maxbox, maxbox.alice) == str(ALICE)
     assert "связан с учётной записью alice" in replies(maxbox, ALICE)[-1]
+    assert len(maxbox.server.keyboards) == 1, "no button under the answer that says linked"
 
     maxbox.server.add_message(ALICE, "#%d Спасибо, всё работает" % maxbox.ticket)
     getmessage(maxbox)

@@ -19,6 +19,7 @@ from .errors import ConnectError, DeliveryError
 DEFAULT_URL = "https://platform-api2.max.ru"   # MAX's host since July 2026 (docs/MAX-BOT-API.md, "Base URL")
 SERVICE = "MAX"
 TEXT_LIMIT = 4000        # NewMessageBody.text maxLength in MAX's schema
+BUTTON_LIMIT = 128       # Button.text maxLength
 POLL_LIMIT = 90          # the most seconds GET /updates may be asked to hold a poll (schema: timeout 0-90)
 # [ours] The schema says nothing of how a 429 tells the wait: Retry-After is honoured when present, else one second
 # (MAX's documented limit is requests per second); never longer than MAX_WAIT, nor than the request's timeout.
@@ -180,9 +181,11 @@ class BotAPI:
         """The bot's own user: ``{"user_id", "name", "username", ...}``."""
         return self.call("GET", "/me")
 
-    def send(self, user_id, text, markup=None):
+    def send(self, user_id, text, markup=None, contact_button=None):
         """Send ``text`` to the user ``user_id`` (``markup``: None for plain text, "html" or "markdown"), in
-        numbered parts when it is longer than MAX takes; the message ids (``mid``) MAX gave, in order.
+        numbered parts when it is longer than MAX takes; the message ids (``mid``) MAX gave, in order. With
+        ``contact_button`` (its label), the last part has a button under it that sends the user's own contact
+        (an inline keyboard with a ``request_contact`` button).
 
         A part whose answer never came may have been delivered: the error says so, and which parts went before it.
         """
@@ -192,6 +195,9 @@ class BotAPI:
             body = {"text": part}
             if markup:
                 body["format"] = markup
+            if contact_button and number == len(parts):
+                body["attachments"] = [{"type": "inline_keyboard", "payload": {"buttons": [[
+                    {"type": "request_contact", "text": contact_button[:BUTTON_LIMIT]}]]}}]
             try:
                 answer = self.call("POST", "/messages", [("user_id", user_id)], body)
             except httppost.Timeout as e:

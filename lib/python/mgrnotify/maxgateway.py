@@ -45,7 +45,8 @@ class Max(Gateway):
     def outgoing(self, request):
         """One message to the MAX user ``<max>`` (at the root, ISPsystem's format, or ``<user><max>``)."""
         with self.open_batch(request) as session:
-            session.send(request.contact("max"), request.text("subject").strip(), request.text("message"))
+            session.send(request.contact("max"), request.text("subject").strip(), request.text("message"),
+                         request.text("request_contact").strip() or None)
 
     def ingoing(self, request):
         """What users sent the bot, for up to ``receive_window`` seconds: messages and bot starts, from the marker
@@ -174,8 +175,9 @@ class Session:
         self.gateway = gateway
         self.api = api
 
-    def send(self, to, subject, body):
-        """Send one message: HTML when the template made HTML (the subject a bold first line), else plain text."""
+    def send(self, to, subject, body, contact_button=None):
+        """Send one message: HTML when the template made HTML (the subject a bold first line), else plain text; with
+        ``contact_button`` (ntmax's ``<request_contact>``), the button that shares the user's contact under it."""
         from html import escape
         from .mail import looks_like_html
         to = to.strip()
@@ -189,7 +191,7 @@ class Session:
         if subject:
             body = ("<b>%s</b>\n%s" % (escape(subject, quote=False), body) if markup else
                     "%s\n\n%s" % (subject, body))
-        ids = self.api.send(to, body, markup)
+        ids = self.api.send(to, body, markup, contact_button)
         self.gateway.log.info("MAX accepted the message to user %s%s: %s", to, " (HTML)" if markup else "",
                               ", ".join(mid or "(no id in the answer)" for mid in ids))
 

@@ -1,6 +1,7 @@
 """What ntmax does with an incoming MAX message: linking a MAX account to a BILLmanager user, replies into tickets.
 
-A client links their MAX account by sharing their own contact with the bot. MAX has verified the phone number
+A client links their MAX account by sharing their own contact with the bot: the button under the bot's instructions
+(MAX's ``request_contact``) sends it. MAX has verified the phone number
 in that contact (its vCard) and names the contact's own MAX user in it: the gateway hands both over as the
 message's ``contact_phone`` and ``contact_user_id``. The account is linked -- the sender's ``user_id`` written
 into the user's ``max`` column through ``mgrctl user.edit`` -- only when all of these hold:
@@ -16,16 +17,19 @@ get the instructions; a linked user's ``#123 text`` goes into ticket 123 (``tick
 Replies are in Russian, then English: MAX's users are mostly Russian-speaking, and nothing tells their language.
 """
 
-from . import mgrctl
+from . import mgrctl, xmlio
 from .errors import MgrctlError
 
 COLUMN = "max"   # the user column (etc/sql/billmgr.user.addon/max) holding the linked MAX user_id
 
 HOW_TO_LINK = ("Чтобы получать уведомления и отвечать на запросы здесь, поделитесь с ботом своим контактом: "
-               "скрепка → «Контакт» → ваш собственный номер. Номер должен совпадать с телефоном в вашей учётной "
-               "записи.\n\n"
-               "To get notifications and answer tickets here, share your own contact with this bot (paperclip → "
-               "Contact → your own number). It must match the phone in your account.")
+               "нажмите кнопку «Поделиться контактом» под этим сообщением. Номер вашего MAX должен совпадать с "
+               "телефоном в вашей учётной записи.\n\n"
+               "To get notifications and answer tickets here, share your own contact with this bot: press the "
+               "button \"Share contact\" below this message. Your MAX phone number must match the phone in your "
+               "account.")
+# The label of the button under HOW_TO_LINK that sends the client's own contact (gwmax: a request_contact button).
+SHARE_CONTACT = "Поделиться контактом / Share contact"
 LINKED = ("Готово: этот аккаунт MAX связан с учётной записью %(name)s. Чтобы ответить на запрос, напишите "
           "«%(prefix)s123 текст».\n\n"
           "Done: this MAX account is linked to the account %(name)s. To answer a ticket, write "
@@ -51,6 +55,12 @@ NOT_NOW = ("Не удалось привязать аккаунт, попроб�
            "later.")
 
 
+def asking(text):
+    """``text`` as a reply with the button that shares the client's own contact under it (``NotifyModule.incoming``:
+    gwmax's ``outgoing`` reads ``<request_contact>``, the button's label)."""
+    return text, [xmlio.element("request_contact", SHARE_CONTACT)]
+
+
 class Linker:
     """Handles one ntmax message: a shared contact, the start, or a reply for a ticket. ``desk`` is the
     ``tickets.TicketDesk`` of the run (its database, configuration and log are used too)."""
@@ -74,7 +84,7 @@ class Linker:
             if linked:
                 return ALREADY_LINKED % {"name": linked[0]["name"], "prefix": prefix}
             self.log.info("Message from MAX user %s, who is linked to no user: answered with how to link", sender)
-            return HOW_TO_LINK
+            return asking(HOW_TO_LINK)
         return self.desk.file(sender, text, ticket_format)
 
     def users_linked_to(self, sender):
@@ -101,17 +111,17 @@ class Linker:
         if contact_user != sender:
             self.log.warning("MAX user %s shared a contact that is not their own (%s): nothing linked", sender,
                              contact_user or "no MAX user in it")
-            return NOT_YOURS
+            return asking(NOT_YOURS)
         try:
             digits = normalize_phone(phone)
         except InvalidPhone:
             self.log.info("MAX user %s shared a contact without a phone number (%r): nothing linked", sender, phone)
-            return NO_PHONE
+            return asking(NO_PHONE)
         shown = "+" + digits
         users = self.users_with_phone(digits)
         if not users:
             self.log.info("MAX user %s shared the phone %s, which no user has: nothing linked", sender, shown)
-            return NO_USER % {"phone": shown}
+            return asking(NO_USER % {"phone": shown})
         if len(users) > 1:
             self.log.warning("MAX user %s shared the phone %s, which users %s all have: nothing linked", sender,
                              shown, ", ".join(u["name"] for u in users))

@@ -213,11 +213,15 @@ class NotifyModule(Module):
 
     def incoming(self, desk, contact, text, attrs, settings):
         """What one incoming message does: filed into its ticket (``tickets.TicketDesk``); the reply for its sender,
-        or None. ``attrs`` are the gateway's attributes of the message (``from`` and any others a type reads)."""
+        or None. ``attrs`` are the gateway's attributes of the message (``from`` and any others a type reads). A
+        reply is a text, or (text, more elements of the gateway's ``outgoing`` request) for a type whose gateway
+        reads more (ntmax's request for the sender's contact)."""
         return desk.file(contact, text, settings.get("ticket_format"))
 
-    def _reply(self, module, gateway, contact, text):
-        reason = module.outgoing(gateway, [xmlio.element("message", text), xmlio.element(self.contact_type, contact)])
+    def _reply(self, module, gateway, contact, reply):
+        text, more = reply if isinstance(reply, tuple) else (reply, [])
+        reason = module.outgoing(gateway, [xmlio.element("message", text), xmlio.element(self.contact_type, contact)]
+                                 + list(more))
         if reason:
             self.log.warning("Reply to %s not sent: %s", contact, reason)
 
