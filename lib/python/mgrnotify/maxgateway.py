@@ -107,6 +107,11 @@ class Max(Gateway):
         if not isinstance(sender, dict) or not isinstance(body, dict):
             self.log.debug("Skipped a message without a sender (a channel's post)")
             return None
+        chat_type = (message.get("recipient") or {}).get("chat_type")
+        if chat_type not in (None, "dialog"):
+            # A group chat the bot is in: its messages are not written to the bot, and must not be filed or answered.
+            self.log.debug("Skipped a message in a %s, not in a dialog with the bot", chat_type)
+            return None
         found = self.message(sender, "message", body.get("mid") or "", body.get("text") or "")
         if found is None:
             return None
