@@ -257,6 +257,7 @@ def test_formtune_fills_the_choices_and_defaults(sandbox):
 
 # --- ingoing -----------------------------------------------------------------------------------------------
 
+@pytest.mark.smoke
 def test_ingoing_hands_over_each_update_once_and_keeps_the_marker(sandbox, server):
     first = server.add_message(USER, "#12 Здравствуйте & <спасибо> 🙂")
     server.add_update({"update_type": "message_edited", "message": {}})   # of a type ingoing does not ask for

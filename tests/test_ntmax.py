@@ -55,6 +55,7 @@ def edits(box):
     return [c for c in box.mgrctl_calls() if c["func"] == "user.edit"]
 
 
+@pytest.mark.smoke
 def test_own_contact_links_by_phone_then_replies_go_into_tickets(maxbox):
     maxbox.server.add_bot_started(ALICE)
     getmessage(maxbox)
@@ -164,6 +165,7 @@ def test_a_stranger_gets_instructions_and_touches_no_ticket(maxbox):
     assert "поделитесь с ботом своим контактом" in replies(maxbox, MALLORY)[0]
 
 
+@pytest.mark.smoke
 def test_notifications_reach_the_linked_user(maxbox):
     maxbox.db.execute("UPDATE user SET `max` = ? WHERE id = ?", (str(ALICE), maxbox.alice))
     user = {"id": str(maxbox.alice), "name": "alice", "realname": "Алиса", "max": str(ALICE)}
