@@ -96,6 +96,14 @@ MATRIX = [
          ["test_gateway_faults.py::"]),
         ("ePochta: every negative status, HTTP 500, a timeout, a non-XML answer, refused connection",
          "An error document with ePochta's meaning", ["test_gwepochta.py::"]),
+        ("HTTP SMS (SMS.ru, SMSC.ru, SMS Aero, MTS Exolve, custom): every refusal class in an HTTP 200 or 4xx "
+         "answer, HTTP 500, an HTML page, silence past the timeout, wrong credentials, an untrusted certificate",
+         "An error document with the provider's own reason; refused credentials are type connect; a timeout after "
+         "the request went out says the SMS may have been sent", ["test_gwhttpsms.py::"]),
+        ("MAX Bot API: a wrong token (401), 429 with and without Retry-After, a wait beyond the bound, a server that "
+         "never answers, an untrusted certificate, a crash before the marker is saved, two ingoing runs at once",
+         "An error document naming the cause; a short 429 waited out; updates handed over again rather than lost, "
+         "and never by two runs", ["test_gwmax.py::"]),
         ("SMTP/IMAP/POP3: wrong password, refused recipient, untrusted certificate, crash before marking",
          "An error document naming the side that failed; unmarked mail comes again", ["test_gwmail.py::"]),
         ("XMPP: stream and SASL errors, wrong password, TLS failures, silent servers",
@@ -139,6 +147,12 @@ MATRIX = [
         ("Ticket ids like '1 OR 1=1', strangers, foreign tickets", "A short reply; no ticket touched",
          ["test_queue.py::test_bad_replies", "test_hostile_values.py::test_hostile_replies",
           "test_ntjabber.py::test_replies"]),
+        ("A MAX contact that proves nothing: forwarded, without a MAX user or a phone, nobody's or several users' "
+         "phone, digits only contained in another phone, an account linked to another MAX user",
+         "Nothing linked, a reply saying why; BILLmanager's answer read back before 'linked' is said",
+         ["test_ntmax.py::test_a_contact_that_proves_nothing", "test_ntmax.py::test_a_phone_several",
+          "test_ntmax.py::test_an_account_linked", "test_ntmax.py::test_a_max_account_linked",
+          "test_ntmax.py::test_only_the_same_digits", "test_ntmax.py::test_a_link_billmanager_did_not_store"]),
         ("CR/LF in mail subjects and names", "No header added", ["test_gwmail.py::test_line_breaks"]),
         ("RFC 2047 encoded line breaks in every header source (subject, from_name, provider, recipient, a complete "
          "mail's own fields), on 3.6, 3.9, 3.12, 3.13 and /usr/bin/python3; a display name with quotes and a comma",
