@@ -6,7 +6,8 @@
   recorded in ``sent`` and answered ``{"message": {... "body": {"mid", "text"}}}``;
 - ``GET /updates?limit&timeout&marker&types``: the queued updates from ``marker`` on (without one, those not yet
   taken), at most ``limit``, only of ``types``; waits up to ``timeout`` seconds for one; answers ``{updates, marker}``.
-  Passing a marker takes every update before it, as MAX documents. A test queues updates with ``add_message``
+  Passing a marker takes every update before it, as MAX documents, for good: an older marker passed later does
+  not bring them back. A test queues updates with ``add_message``
   (text, a contact attachment) and ``add_bot_started``;
 - ``rate_limit``: (how many requests to answer 429 first, the Retry-After value or None);
 - HTTP/1.1 keep-alive, each TCP connection counted in ``connections``; the machinery (TLS, ``behaviour`` "hang" for
@@ -205,7 +206,9 @@ class MaxServer(StandIn):
             with self.lock:
                 if query.get("marker"):
                     self.committed = max(self.committed, int(query["marker"]))
-                start = int(query["marker"]) if query.get("marker") else self.committed
+                # Strict: an update once committed never comes again, even for an older marker (MAX's schema does
+                # not promise it does), so a client that passes a marker it has not saved loses updates here.
+                start = self.committed
                 waiting = [(n, u) for n, u in self.updates if n >= start and (not types or u["update_type"] in types)]
                 if waiting or time.monotonic() >= deadline or self.release.is_set():
                     taken = waiting[:limit]

@@ -39,6 +39,10 @@ class Timeout(PostError):
         self.request_sent = request_sent
 
 
+class TooBig(PostError):
+    """The answer was longer than the service's ``max_answer`` bytes."""
+
+
 class BadStatus(PostError):
     """The service answered with an HTTP status other than 2xx; ``status`` holds it, ``body`` the answer's body
     (some APIs put their refusal there: SMS Aero, MTS Exolve), ``headers`` its header fields (MAX's 429 may say
@@ -104,6 +108,7 @@ class WebService:
         self.timeout = timeout
         self.verify_tls = verify_tls
         self.service = service
+        self.max_answer = MAX_ANSWER_BYTES   # a service whose answers may be longer raises it (MAX's updates)
         self._connection = None
 
     def post(self, fields, path=None):
@@ -178,9 +183,9 @@ class WebService:
             if not chunk:
                 break
             size += len(chunk)
-            if size > MAX_ANSWER_BYTES:
-                raise PostError("%s at %s answered with more than %d bytes, which is no answer of its API; "
-                                "check the url setting" % (self.service, address, MAX_ANSWER_BYTES))
+            if size > self.max_answer:
+                raise TooBig("%s at %s answered with more than %d bytes, which is no answer of its API; "
+                             "check the url setting" % (self.service, address, self.max_answer))
             chunks.append(chunk)
         if response.will_close:
             self.close()

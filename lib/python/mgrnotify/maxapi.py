@@ -14,7 +14,7 @@ wait than we give it), ``Refused`` (any other refusal, with MAX's reason), ``Ans
 import time
 
 from . import httppost
-from .errors import ConnectError, DeliveryError
+from .errors import ConfigError, ConnectError, DeliveryError
 
 DEFAULT_URL = "https://platform-api2.max.ru"   # MAX's host since July 2026 (docs/MAX-BOT-API.md, "Base URL")
 SERVICE = "MAX"
@@ -25,6 +25,8 @@ POLL_LIMIT = 90          # the most seconds GET /updates may be asked to hold a 
 # (MAX's documented limit is requests per second); never longer than MAX_WAIT, nor than the request's timeout.
 DEFAULT_WAIT = 1
 MAX_WAIT = 10
+RATE_TRIES = 3           # requests a 429 may make in all: a Retry-After of 0 does not make the waits endless
+UPDATES_ANSWER_BYTES = 16 * 1024 * 1024   # 100 updates of long texts with forwarded ones: far more than 1 MiB
 JSON = "application/json"
 
 
@@ -114,7 +116,14 @@ class BotAPI:
 
     def __init__(self, token, url=DEFAULT_URL, timeout=15, verify_tls=True, log=None):
         from urllib.parse import urlsplit
+        if not token:
+            raise ConfigError("The token setting is empty: copy the bot's token from MAX's partner platform "
+                              "(business.max.ru, Chat bots, Integration)", obj="token")
+        if any(c <= " " or c > "~" for c in token):   # a header cannot carry it; and never echo it
+            raise ConfigError("The token setting holds a space, a line break or a character that is not ASCII, "
+                              "which no MAX token has: copy the bot's token again", obj="token")
         self.web = httppost.WebService(url, timeout, verify_tls, service=SERVICE)
+        self.web.max_answer = UPDATES_ANSWER_BYTES
         self.prefix = urlsplit(url.strip()).path.rstrip("/")   # a proxy's path before MAX's methods, if any
         self.token = token
         self.timeout = timeout
@@ -135,21 +144,23 @@ class BotAPI:
         if body is not None:
             data = json.dumps(body, ensure_ascii=False).encode("utf-8")
             headers["Content-Type"] = JSON + "; charset=utf-8"
-        waited = 0.0
+        waited, tries = 0.0, 0
         while True:
+            tries += 1
             self._log(9, "%s %s%s, headers %s, body: %s", method, self.web.origin, target, headers,
                       data and data.decode("utf-8"))
             try:
                 answer = self.web.request(method, target, data, headers, timeout=timeout)
                 break
             except httppost.BadStatus as e:
-                wait = self._refusal(e, method, path)   # raises, unless MAX asked to wait
+                wait = max(DEFAULT_WAIT, self._refusal(e, method, path))   # raises, unless MAX asked to wait
                 bound = min(MAX_WAIT, self.timeout)
-                if waited + wait > bound:
+                if waited + wait > bound or tries >= RATE_TRIES:
                     raise RateLimited("MAX refused %s %s for too many requests (HTTP 429) and asked to wait %s s, "
-                                      "more than the %s s the gateway waits; nothing was sent, and it is tried "
-                                      "again on the next run (MAX allows about 30 requests a second per bot)"
-                                      % (method, path, _seconds(wait), _seconds(bound)), value="429")
+                                      "more than the %s s (and %d tries) the gateway waits; nothing was sent, "
+                                      "and it is tried again on the next run (MAX allows about 30 requests a "
+                                      "second per bot)" % (method, path, _seconds(wait), _seconds(bound),
+                                                           RATE_TRIES), value="429")
                 self._log(5, "MAX asked to wait %s s (HTTP 429) before %s %s", _seconds(wait), method, path)
                 time.sleep(wait)
                 waited += wait
@@ -189,6 +200,13 @@ class BotAPI:
 
         A part whose answer never came may have been delivered: the error says so, and which parts went before it.
         """
+        if markup == "html" and size(text) > TEXT_LIMIT:
+            # Parts of HTML would each hold tags opened in one and closed in another, which MAX may refuse after
+            # the first went out; and every retry would send that one again. Its readable text splits cleanly.
+            from .htmltext import html_to_text
+            text, markup = html_to_text(text), None
+            self._log(5, "The HTML message to MAX user %s is longer than one message: sent as plain text in parts",
+                      user_id)
         parts = split(text, TEXT_LIMIT, markup == "html")
         ids = []
         for number, part in enumerate(parts, 1):
@@ -285,10 +303,21 @@ def _seconds(value):
     return ("%.1f" % value).rstrip("0").rstrip(".")
 
 
-def vcard_phone(vcf):
-    """The first TEL of a vCard, as written there (``+79990000000``, ``tel:+7...``); None without one."""
+def vcard_phones(vcf):
+    """Every TEL of a vCard, as written there but for a ``tel:`` URI's scheme and parameters (``tel:+7-912;ext=5``
+    is ``+7-912``), in order; [] without one."""
+    phones = []
+    for value in _tel_values(vcf if isinstance(vcf, str) else ""):
+        if value[:4].lower() == "tel:":
+            value = value[4:].split(";", 1)[0]
+        if value.strip():
+            phones.append(value.strip())
+    return phones
+
+
+def _tel_values(vcf):
     lines = []
-    for line in (vcf or "").replace("\r\n", "\n").split("\n"):
+    for line in vcf.replace("\r\n", "\n").replace("\r", "\n").split("\n"):
         if line[:1] in (" ", "\t") and lines:   # a folded continuation (RFC 6350 3.2)
             lines[-1] += line[1:]
         else:
@@ -296,5 +325,4 @@ def vcard_phone(vcf):
     for line in lines:
         name, colon, value = line.partition(":")
         if colon and name.split(";")[0].split(".")[-1].strip().upper() == "TEL" and value.strip():
-            return value.strip()
-    return None
+            yield value.strip()

@@ -5,6 +5,7 @@ every run.
 
 from .errors import InputError
 from .gateway import Gateway
+from .runner import is_id
 
 # The updates ingoing asks for; every other kind is skipped (and logged at level 9).
 UPDATE_TYPES = ("message_created", "bot_started")
@@ -71,29 +72,43 @@ class Max(Gateway):
         return messages
 
     def poll(self, api, marker, window):
-        """(the updates, the marker after them) of long polls for up to ``window`` seconds; once some came, only
-        what is already waiting is added."""
+        """(the updates, the marker after them) of long polls for up to ``window`` seconds, each from the saved
+        ``marker``: MAX takes every update before a marker passed as done, so no other marker is ever passed before
+        the answer is out (``finish`` saves it). An answer too big for the client is asked for again with half the
+        limit."""
         import math
         import time
+        from .httppost import TooBig
         from .maxapi import POLL_LIMIT
         deadline = time.monotonic() + window
-        updates = []
-        while len(updates) < self.max_incoming:
+        limit = self.max_incoming
+        while True:
             remaining = deadline - time.monotonic()
-            if not updates and remaining < 0.5:
-                break
-            wait = 0 if updates else min(POLL_LIMIT, int(math.ceil(remaining)))
-            got, after = api.updates(marker, wait, self.max_incoming - len(updates), UPDATE_TYPES)
-            updates += got
-            if after is not None:
-                marker = after
-            if updates and not got:
-                break
-        return updates, marker
+            try:
+                updates, after = api.updates(marker, max(0, min(POLL_LIMIT, int(math.ceil(remaining)))), limit,
+                                             UPDATE_TYPES)
+            except TooBig:
+                if limit == 1:
+                    raise
+                limit = max(1, limit // 2)
+                self.log.warning("MAX's updates did not fit in one answer; asking for %d at a time", limit)
+                continue
+            if updates or remaining < 1:
+                return updates, (after if updates else marker)
 
     def incoming(self, update):
-        """(text, attributes) of one update for the answer (README, "gate/gwmax"), or None to skip it."""
-        from .maxapi import vcard_phone
+        """(text, attributes) of one update for the answer (README, "gate/gwmax"), or None to skip it: an update of
+        another kind, from a group chat or a bot, or of a shape MAX's schema does not give (logged, and passed over
+        with the marker, so that one odd update never holds back the others)."""
+        try:
+            return self._incoming(update)
+        except (AttributeError, TypeError, ValueError, KeyError) as e:
+            self.log.warning("Skipped an update MAX gave in a shape gwmax does not know (%s: %s): %s",
+                             type(e).__name__, e, str(update)[:500])
+            return None
+
+    def _incoming(self, update):
+        from .maxapi import vcard_phones
         kind = update.get("update_type")
         if kind == "bot_started":
             user = update.get("user") or {}
@@ -112,6 +127,9 @@ class Max(Gateway):
             # A group chat the bot is in: its messages are not written to the bot, and must not be filed or answered.
             self.log.debug("Skipped a message in a %s, not in a dialog with the bot", chat_type)
             return None
+        if sender.get("is_bot") is True:
+            self.log.debug("Skipped a message from a bot (%s)", sender.get("user_id"))
+            return None
         found = self.message(sender, "message", body.get("mid") or "", body.get("text") or "")
         if found is None:
             return None
@@ -119,18 +137,19 @@ class Max(Gateway):
             if isinstance(attachment, dict) and attachment.get("type") == "contact":
                 payload = attachment.get("payload") or {}
                 found[1]["contact_user_id"] = _text((payload.get("max_info") or {}).get("user_id"))
-                found[1]["contact_phone"] = vcard_phone(payload.get("vcf_info"))
+                # Every number the contact holds: ntmax links only a contact whose numbers are all one.
+                found[1]["contact_phone"] = ", ".join(vcard_phones(payload.get("vcf_info"))) or None
                 break
         return found
 
     def message(self, user, event, mid, text):
         """(text, attributes) from a MAX user object, or None (logged) when it has no user id."""
         user_id = _text(user.get("user_id")) if isinstance(user, dict) else None
-        if user_id is None:
+        if user_id is None or not is_id(user_id):
             self.log.warning("Skipped a %s update without a sender's user id", event)
             return None
         name = user.get("name") or " ".join(filter(None, (user.get("first_name"), user.get("last_name"))))
-        return text, {"from": user_id, "name": name or None, "event": event, "id": mid}
+        return str(text), {"from": user_id, "name": str(name) if name else None, "event": event, "id": str(mid)}
 
     def finish(self, answered):
         """Once the answer is out, save the marker after what it handed over; then let the next run in."""
@@ -188,7 +207,7 @@ class Session:
         to = to.strip()
         if not to:
             raise InputError("The message has no recipient: the user's MAX id (<max>) is empty", obj="max")
-        if not to.isdigit():
+        if not is_id(to):
             raise InputError("The recipient '%s' is not a MAX user id (digits)" % to, obj="max", value=to)
         if not body.strip():
             raise InputError("The message to MAX user %s is empty; there is nothing to send" % to, obj="message")

@@ -7,6 +7,7 @@ message's ``contact_phone`` and ``contact_user_id``. The account is linked -- th
 into the user's ``max`` column through ``mgrctl user.edit`` -- only when all of these hold:
 
 - the contact is the sender's own (``contact_user_id`` is the sender): a forwarded contact links nothing;
+- the contact holds one phone number (every number in its vCard the same digits);
 - exactly one BILLmanager user has a phone with the same digits (``sms.normalize_phone`` on both sides);
 - that user's ``max`` is empty or already this sender, and no other user is linked to this sender.
 
@@ -19,6 +20,7 @@ Replies are in Russian, then English: MAX's users are mostly Russian-speaking, a
 
 from . import mgrctl, xmlio
 from .errors import MgrctlError
+from .runner import is_id
 
 COLUMN = "max"   # the user column (etc/sql/billmgr.user.addon/max) holding the linked MAX user_id
 
@@ -41,6 +43,8 @@ ALREADY_LINKED = ("Этот аккаунт MAX уже связан с учётн
 NOT_YOURS = ("Этот контакт не ваш: привязать можно только свой собственный контакт.\n\n"
              "This contact is not yours: only your own contact can be linked.")
 NO_PHONE = ("В контакте нет номера телефона.\n\nThe contact has no phone number.")
+SEVERAL_PHONES = ("В контакте несколько номеров телефона: поделитесь своим контактом кнопкой ниже.\n\n"
+                  "The contact holds several phone numbers: share your own contact with the button below.")
 NO_USER = ("Ни у одной учётной записи нет телефона %(phone)s. Укажите этот номер в профиле и поделитесь "
            "контактом ещё раз.\n\n"
            "No account has the phone %(phone)s. Enter this number in your profile and share the contact again.")
@@ -74,7 +78,7 @@ class Linker:
         """The reply for ``sender`` (a MAX user_id), or None when the message went into a ticket."""
         from .tickets import DEFAULT_TICKET_FORMAT
         prefix = (ticket_format or DEFAULT_TICKET_FORMAT)[0]
-        if not sender.isdigit():
+        if not is_id(sender):
             self.log.info("Message from a sender without a MAX user id (%r) ignored", sender)
             return None
         if "contact_phone" in attrs or "contact_user_id" in attrs:
@@ -112,11 +116,20 @@ class Linker:
             self.log.warning("MAX user %s shared a contact that is not their own (%s): nothing linked", sender,
                              contact_user or "no MAX user in it")
             return asking(NOT_YOURS)
-        try:
-            digits = normalize_phone(phone)
-        except InvalidPhone:
+        numbers = set()
+        for written in phone.split(","):   # gwmax hands over every number of the contact, comma-separated
+            try:
+                numbers.add(normalize_phone(written))
+            except InvalidPhone:
+                continue
+        if not numbers:
             self.log.info("MAX user %s shared a contact without a phone number (%r): nothing linked", sender, phone)
             return asking(NO_PHONE)
+        if len(numbers) > 1:
+            self.log.warning("MAX user %s shared a contact with several phone numbers (%s): nothing linked", sender,
+                             ", ".join("+" + n for n in sorted(numbers)))
+            return asking(SEVERAL_PHONES)
+        digits = numbers.pop()
         shown = "+" + digits
         users = self.users_with_phone(digits)
         if not users:
