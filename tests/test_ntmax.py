@@ -124,6 +124,15 @@ def test_a_contact_whose_numbers_are_one_links(maxbox, tels):
     assert linked(maxbox, maxbox.alice) == str(ALICE), replies(maxbox, ALICE)
 
 
+def test_only_clients_of_the_gateways_provider_are_linked(maxbox):
+    # Another provider's client with the same phone is neither linked nor makes the phone ambiguous here.
+    other_project = maxbox.add_project("Другой провайдер")
+    stranger, _ = maxbox.add_user("other-provider-client", project=other_project, phone=PHONE)
+    maxbox.server.add_message(ALICE, "", attachments=[MaxServer.contact(ALICE, "+79120000000")])
+    getmessage(maxbox)
+    assert linked(maxbox, maxbox.alice) == str(ALICE) and linked(maxbox, stranger) == ""
+
+
 def test_a_phone_several_users_have_links_nobody(maxbox):
     twin, _ = maxbox.add_user("alice-twin", project=maxbox.project, phone="7-912-000-00-00")
     maxbox.server.add_message(ALICE, "", attachments=[MaxServer.contact(ALICE, "+79120000000")])

@@ -8,7 +8,8 @@ into the user's ``max`` column through ``mgrctl user.edit`` -- only when all of 
 
 - the contact is the sender's own (``contact_user_id`` is the sender): a forwarded contact links nothing;
 - the contact holds one phone number (every number in its vCard the same digits);
-- exactly one BILLmanager user has a phone with the same digits (``sms.normalize_phone`` on both sides);
+- exactly one BILLmanager user has a phone with the same digits (``sms.normalize_phone`` on both sides), among
+  the clients of the gateway's provider when the gateway names one;
 - that user's ``max`` is empty or already this sender, and no other user is linked to this sender.
 
 Anything else gets a reply saying why, and changes nothing. The contact's ``hash`` is not used: MAX does not
@@ -69,8 +70,9 @@ class Linker:
     """Handles one ntmax message: a shared contact, the start, or a reply for a ticket. ``desk`` is the
     ``tickets.TicketDesk`` of the run (its database, configuration and log are used too)."""
 
-    def __init__(self, desk):
+    def __init__(self, desk, provider=None):
         self.desk = desk
+        self.provider = provider   # the gateway's provider (project id): only its clients are linked; None: any
         self.db = desk.db
         self.log = desk.log
 
@@ -99,9 +101,12 @@ class Linker:
         anything between (LIKE, on every charset and server), and the normaliser keeps the exact ones."""
         from .sms import InvalidPhone, normalize_phone
         pattern = "%" + "%".join(digits) + "%"
+        sql, params = "SELECT id, name, phone, `%s` AS linked FROM user WHERE phone LIKE ?" % COLUMN, [pattern]
+        if self.provider is not None:
+            sql += " AND account IN (SELECT id FROM account WHERE project = ?)"
+            params.append(self.provider)
         found = []
-        for user in self.db.query("SELECT id, name, phone, `%s` AS linked FROM user WHERE phone LIKE ? ORDER BY id"
-                                  % COLUMN, (pattern,)):
+        for user in self.db.query(sql + " ORDER BY id", params):
             try:
                 if normalize_phone(user["phone"] or "") == digits:
                     found.append(user)

@@ -197,7 +197,7 @@ class NotifyModule(Module):
             for text, attrs in messages:
                 contact = self.normalize_contact(attrs.get("from", ""))
                 try:
-                    reply = self.incoming(desk, contact, text, attrs, settings)
+                    reply = self.incoming(desk, contact, text, attrs, settings, gateway)
                 except Exception as e:   # the message is off the server already: keep it in the log
                     self.log.exception("The message from %s could not be filed (%s); its text: %s",
                                        contact, e, text)
@@ -211,9 +211,10 @@ class NotifyModule(Module):
             raise errors.PartialFailure(failures, "gateways read %d of %d, messages filed or answered %d"
                                         % (read, len(gateways), handled), obj=gate)
 
-    def incoming(self, desk, contact, text, attrs, settings):
+    def incoming(self, desk, contact, text, attrs, settings, gateway):
         """What one incoming message does: filed into its ticket (``tickets.TicketDesk``); the reply for its sender,
-        or None. ``attrs`` are the gateway's attributes of the message (``from`` and any others a type reads). A
+        or None. ``attrs`` are the gateway's attributes of the message (``from`` and any others a type reads),
+        ``settings`` and ``gateway`` (a ``gatewaycall.GatewayRow``) those of the gateway that fetched it. A
         reply is a text, or (text, more elements of the gateway's ``outgoing`` request) for a type whose gateway
         reads more (ntmax's request for the sender's contact)."""
         return desk.file(contact, text, settings.get("ticket_format"))
