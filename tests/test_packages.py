@@ -32,6 +32,7 @@ import pytest
 import sandbox as sandboxlib
 from epochta_server import Account, EpochtaServer
 from httpsms_servers import SmsRuServer
+from max_server import MaxServer
 from mgrnotify import __version__
 
 REPO = sandboxlib.REPO
@@ -65,6 +66,7 @@ HOST_LOCK = os.path.join(tempfile.gettempdir(), "billmanager-plugin-packages-tes
 LOCK_WAIT = 600   # seconds to wait for another run of these tests to finish with this machine's packages
 EPOCHTA_PASSWORD = "packaged-Ep0chta pw&<x>"
 SMSRU_API_KEY = "packaged-SMSru-9F3C2A71-5B6D"
+MAX_TOKEN = "packaged-max-bot-token-7Hq2"
 
 
 def run(argv, **options):
@@ -635,6 +637,18 @@ def test_installed_gwhttpsms_delivers_to_the_smsru_stand_in(apt_installed):
     assert done.returncode == 0, done.stdout + done.stderr
     assert len(ET.fromstring(done.stdout)) == 0, done.stdout
     assert server.sent == [("79120000000", "Счёт готов & ждёт", "BILLmgr")]
+
+
+def test_installed_gwmax_delivers_to_the_max_stand_in(apt_installed):
+    sandboxlib.remember_secret(MAX_TOKEN)
+    with MaxServer(MAX_TOKEN) as server:
+        request = sandboxlib.gateway_request(
+            {"token": MAX_TOKEN, "url": server.origin, "timeout": "10"}, "Счёт готов & ждёт",
+            gateway={"id": "5", "name": "max", "gateway_module": "gwmax", "notify_module": "ntmax"}, max="4100001")
+        done = apt_installed.run("gate/gwmax", "--command", "outgoing", input=request)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert len(ET.fromstring(done.stdout)) == 0, done.stdout
+    assert server.sent == [(4100001, "Счёт готов & ждёт", None)]
 
 
 def test_installed_ejs_engine_renders_with_the_systems_node(apt_installed):
