@@ -357,7 +357,7 @@ def test_a_full_answer_of_long_messages_is_taken(sandbox, server):
     assert len(got) == 100 and all(t == text for t, _ in got)
 
 
-@pytest.mark.parametrize("token", ["abc\nsecret-tail-x1", "abc secret-tail-x1", "токен-secret-tail-x1"])
+@pytest.mark.parametrize("token", ["abc\nsecret-tail-x1", "abc\tsecret-tail-x1", "токен-secret-tail-x1"])
 def test_a_token_no_header_can_carry_is_refused_unechoed(sandbox, server, token):
     sandboxlib.remember_secret("secret-tail-x1")
     for done in (outgoing(sandbox, server, token=token), sandbox.run(

@@ -119,9 +119,9 @@ class BotAPI:
         if not token:
             raise ConfigError("The token setting is empty: copy the bot's token from MAX's partner platform "
                               "(business.max.ru, Chat bots, Integration)", obj="token")
-        if any(c <= " " or c > "~" for c in token):   # a header cannot carry it; and never echo it
-            raise ConfigError("The token setting holds a space, a line break or a character that is not ASCII, "
-                              "which no MAX token has: copy the bot's token again", obj="token")
+        if any(c < " " or c > "~" for c in token):   # a header cannot carry it; and never echo it
+            raise ConfigError("The token setting holds a line break, a control character or a character that is "
+                              "not ASCII, which no MAX token has: copy the bot's token again", obj="token")
         self.web = httppost.WebService(url, timeout, verify_tls, service=SERVICE)
         self.web.max_answer = UPDATES_ANSWER_BYTES
         self.prefix = urlsplit(url.strip()).path.rstrip("/")   # a proxy's path before MAX's methods, if any
