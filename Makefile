@@ -14,10 +14,10 @@ UNIT_TESTS := tests/test_library.py tests/test_template.py tests/test_db.py test
 # The queue's fuzzing runs for ntjabber only there: ntmax's queue is the same library code (notify.NotifyModule).
 IN_PROCESS := -k "not test_in_process and not (test_queue_model and (utf8mb4 or latin1)) \
 	and not (test_queue_database and ntmax)" \
-	--ignore=tests/test_packages.py --ignore=tests/test_module_xml.py
+	--ignore=tests/test_packages.py --ignore=tests/test_repo.py --ignore=tests/test_module_xml.py
 
 # rpm and deb are folders too: without .PHONY make would call them up to date.
-.PHONY: demo test deps vermin pytest pytest36 matrix reliability mutate bench rpm deb clean
+.PHONY: demo test deps vermin pytest pytest36 matrix reliability mutate bench rpm deb repo clean
 
 demo: deps
 	$(PYTHON) tests/demo.py
@@ -75,6 +75,11 @@ rpm:
 
 deb:
 	debian/build
+
+# The signed yum/dnf and apt repositories of those packages, in build/repo/: MGRNOTIFY_SIGNING_KEY names the gpg key
+# (without it they are unsigned, and publish/build says so).
+repo: rpm deb
+	publish/build
 
 clean:
 	rm -rf build .pytest_cache tests/.pytest_cache
