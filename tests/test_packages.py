@@ -85,7 +85,7 @@ def need(*tools, root=False):
 
 def clean_copy(dest):
     """Copy the repository's files as a checkout holds them (tracked and new, none ignored) into ``dest``."""
-    if not os.path.isdir(os.path.join(REPO, ".git")):
+    if not os.path.exists(os.path.join(REPO, ".git")):   # a folder, or a file in a git worktree
         pytest.skip("%s is not a git checkout: which of its files a clean checkout holds is unknown" % REPO)
     listed = run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=REPO)
     if listed.returncode != 0:

@@ -159,7 +159,8 @@ def test_make_repo_builds_both_repositories_and_the_public_key(builds):
     rpms = ["rpm/%s-%s-1.noarch.rpm" % (package, __version__) for package in PACKAGES]
     metadata = [name for name in found if name.startswith("rpm/repodata/")]
     assert found == sorted(debs + rpms + metadata + [
-        KEY_FILE, SUITE + "/InRelease", SUITE + "/Release", PACKAGES_INDEX, PACKAGES_INDEX + ".gz"])
+        KEY_FILE] + ["deb/" + name for name in (SUITE + "/InRelease", SUITE + "/Release", PACKAGES_INDEX,
+                                               PACKAGES_INDEX + ".gz")])
     assert {"rpm/repodata/repomd.xml", "rpm/repodata/repomd.xml.asc"} <= set(metadata)
     assert "signed with %s" % keys_fingerprint(build) in build.output
 
@@ -273,9 +274,9 @@ def test_without_a_key_the_repositories_are_unsigned_and_one_line_says_so(builds
     assert done.returncode == 0, done.stderr
     assert [line for line in done.stdout.splitlines() if line.startswith("publish/build:")] == [UNSIGNED_LINE]
     repo = os.path.join(tree, "build", "repo")
-    for name in (KEY_FILE, SUITE + "/InRelease", "rpm/repodata/repomd.xml.asc"):
+    for name in (KEY_FILE, "deb/%s/InRelease" % SUITE, "rpm/repodata/repomd.xml.asc"):
         assert not os.path.exists(os.path.join(repo, name)), name
-    for name in (SUITE + "/Release", PACKAGES_INDEX, "rpm/repodata/repomd.xml"):
+    for name in ("deb/%s/Release" % SUITE, "deb/" + PACKAGES_INDEX, "rpm/repodata/repomd.xml"):
         assert os.path.exists(os.path.join(repo, name)), name
     rpms = [os.path.join(repo, "rpm", n) for n in os.listdir(os.path.join(repo, "rpm")) if n.endswith(".rpm")]
     assert len(rpms) == 6
