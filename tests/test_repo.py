@@ -420,10 +420,13 @@ def test_apt_refuses_a_damaged_repository(apt_host, builds, keys, damage):
     published(builds["now"], apt_host.www)
     if damage == "tampered Packages":
         tamper_packages_index(apt_host.www)
+        reasons = ["Hash Sum mismatch"]
     else:
         resign_release(apt_host.www, keys["other"])
+        reasons = ["NO_PUBKEY " + keys["other"].fingerprint[-16:], "is not signed"]
     done = apt_host.apt_get("update")
     assert done.returncode != 0, done.stdout + done.stderr
+    assert [reason for reason in reasons if reason not in done.stdout + done.stderr] == [], done.stdout + done.stderr
     assert apt_host.candidate(PLUGIN) == "(none)"
     assert apt_host.apt_get("install", PLUGIN).returncode != 0
     assert apt_host.installed() == {}
@@ -522,6 +525,9 @@ def test_dnf_installs_from_the_repository_with_signatures_checked_then_upgrades(
     assert os.path.exists(os.path.join(mgr5_in(dnf_root.root), "gate", "gwepochta"))
     imported = run(["rpm", "--root", dnf_root.root, "-q", "gpg-pubkey", "--qf", "%{VERSION}\n"]).stdout.split()
     assert imported == [keys["builder"].fingerprint[-8:].lower()], "dnf imported the repository's gpgkey"
+    signed = run(["rpm", "--root", dnf_root.root, "-q", "--qf", "%{RSAHEADER:pgpsig}\n", PLUGIN, LIBRARY]).stdout
+    assert [line.endswith("Key ID " + keys["builder"].fingerprint[-16:].lower()) for line in signed.splitlines()] \
+        == [True, True], signed
 
     dnf_root.use(os.path.join(builds["next"].repo, "rpm"), builds["next"].key_file)
     done = dnf_root.dnf("upgrade")
@@ -542,12 +548,14 @@ def resigned_rpm_repository(build, folder, package_key, metadata_key):
     return rpm_repo
 
 
-@pytest.mark.parametrize("signed_by_other", ["package", "metadata"])
-def test_dnf_refuses_what_another_key_signed(dnf_root, builds, keys, tmp_path, signed_by_other):
+@pytest.mark.parametrize("signed_by_other, reason", [
+    ("package", "GPG check FAILED"), ("metadata", "repomd.xml GPG signature verification error")])
+def test_dnf_refuses_what_another_key_signed(dnf_root, builds, keys, tmp_path, signed_by_other, reason):
     package_key = keys["other"] if signed_by_other == "package" else keys["builder"]
     metadata_key = keys["other"] if signed_by_other == "metadata" else keys["builder"]
     rpm_repo = resigned_rpm_repository(builds["now"], str(tmp_path / "www"), package_key, metadata_key)
     dnf_root.use(rpm_repo, builds["now"].key_file)
     done = dnf_root.dnf("install", PLUGIN)
     assert done.returncode != 0, done.stdout + done.stderr
-    assert PLUGIN not in dnf_root.installed()
+    assert reason in done.stderr, done.stdout + done.stderr
+    assert dnf_root.installed() == {}
