@@ -166,6 +166,10 @@ MATRIX = [
          ["test_gwepochta.py::test_sms_measure", "test_gwepochta.py::test_normalize_phone"]),
         ("A 1 MB pathological log line (thousands of unclosed tags and quotes)", "Redacted in linear time",
          ["test_library.py::test_redact_takes_linear_time"]),
+        ("A package repository changed after `make repo` signed it: a tampered apt index; an apt Release, a "
+         "repomd.xml or a package signed by another key",
+         "apt-get update or dnf refuses it, naming the hash or the key; nothing is installed",
+         ["test_repo.py::test_apt_refuses_a_damaged_repository", "test_repo.py::test_dnf_refuses_what_another_key"]),
     ]),
     ("Secrets", [
         ("Every password the suite used, in everything the modules wrote: logs, stdout and stderr of every run, "
@@ -180,6 +184,10 @@ MATRIX = [
          ["test_runner.py::test_check_connection_echoes_no_secret"]),
         ("Database credentials", "Through a pipe read as /dev/fd/N: never on the command line, never on disk",
          ["test_db.py::test_credentials_never"]),
+        ("The key that signs the package repositories (`make repo`)",
+         "Only its public part is written, beside the repositories; nothing outside build/ changes",
+         ["test_repo.py::test_the_exported_key_is_the_builders_public_key_only",
+          "test_repo.py::test_make_repo_writes_nothing_outside_build"]),
     ]),
 ]
 
