@@ -10,7 +10,6 @@
   for what our packages require (python3, python3-lxml, python3-defusedxml, /bin/sh, /usr/bin/python3).
 """
 
-import concurrent.futures
 import hashlib
 import os
 import shutil
@@ -126,10 +125,9 @@ def builds(keys, tmp_path_factory):
         text = f.read()
     with open(init, "w", encoding="utf-8") as f:
         f.write(text.replace('__version__ = "%s"' % __version__, '__version__ = "%s"' % NEXT_VERSION))
-    with concurrent.futures.ThreadPoolExecutor(2) as pool:   # both at once: half the wait
-        now = pool.submit(Build, trees["now"], keys["builder"], __version__)
-        later = pool.submit(Build, trees["next"], keys["builder"], NEXT_VERSION)
-        return {"now": now.result(), "next": later.result()}
+    # One after the other, as releases are: apt keeps the lists it has when the new InRelease is older than theirs.
+    now = Build(trees["now"], keys["builder"], __version__)
+    return {"now": now, "next": Build(trees["next"], keys["builder"], NEXT_VERSION)}
 
 
 def published(build, folder):
