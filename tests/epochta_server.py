@@ -74,9 +74,14 @@ class Handler(BaseHTTPRequestHandler):
     def log_message(self, *args):
         """Quiet: the tests read ``requests``, not stderr."""
 
+    def read_request(self):
+        """(path, query, body) of the request: the path split at its "?", the body as sent."""
+        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        path, _, query = self.path.partition("?")
+        return path, query, body
+
     def do_POST(self):
-        length = int(self.headers.get("Content-Length") or 0)
-        body = self.rfile.read(length)
+        _, _, body = self.read_request()
         record = {"path": self.path, "headers": dict(self.headers), "body": body,
                   "form": {k: v[0] for k, v in parse_qs(body.decode("ascii", "replace"),
                                                          keep_blank_values=True).items()}}

@@ -39,9 +39,7 @@ class Handler(epochta_server.Handler):
         self.serve("POST")
 
     def serve(self, method):
-        length = int(self.headers.get("Content-Length") or 0)
-        body = self.rfile.read(length)
-        path, _, query = self.path.partition("?")
+        path, query, body = self.read_request()
         content_type = self.headers.get("Content-Type", "").split(";")[0].strip()
         raw = query + ("&" + body.decode("latin-1") if content_type == "application/x-www-form-urlencoded" else "")
         try:

@@ -20,7 +20,7 @@ import threading
 import time
 from urllib.parse import parse_qsl
 
-import epochta_server
+import httpsms_servers
 from epochta_server import StandIn
 
 JSON = "application/json"
@@ -33,7 +33,7 @@ def units(text):
     return sum(2 if ord(c) > 0xFFFF else 1 for c in text)
 
 
-class Handler(epochta_server.Handler):
+class Handler(httpsms_servers.Handler):
     """One request: recorded, then answered by the owner's ``route``; the connection is kept open (HTTP/1.1)."""
 
     server_version = "MaxStandIn/1.0"
@@ -44,16 +44,8 @@ class Handler(epochta_server.Handler):
         with self.server.owner.lock:
             self.server.owner.connections += 1
 
-    def do_GET(self):
-        self.serve("GET")
-
-    def do_POST(self):
-        self.serve("POST")
-
     def serve(self, method):
-        length = int(self.headers.get("Content-Length") or 0)
-        body = self.rfile.read(length)
-        path, _, query = self.path.partition("?")
+        path, query, body = self.read_request()
         try:
             document = json.loads(body.decode("utf-8")) if body else None
         except ValueError:
